@@ -70,6 +70,14 @@ export interface DeliveryOutcome {
   category?: string;
   remoteMta?: string;
   remoteId?: string;
+  /**
+   * The next hop advertised DSN (RFC 3461) and took our NOTIFY/ORCPT/ENVID/RET parameters, so it
+   * reports success itself; when false and NOTIFY has SUCCESS we send a `relayed` DSN (§6.2.1.c).
+   * Local deliveries set false (we are the final MTA and report `delivered`).
+   */
+  dsnPassedOn?: boolean;
+  /** True for deliveries into a local mailbox (final delivery: DSN action `delivered`). */
+  local?: boolean;
 }
 
 export interface DeliveryRequest {
