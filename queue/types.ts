@@ -52,9 +52,13 @@ export interface RecipientStatus {
   remoteMta?: string;
   /** Queue id or message id the next hop gave in its 250 reply. */
   remoteId?: string;
+  /** Delivered into a mailbox hosted here (final delivery), not relayed to a next hop. */
+  local?: boolean;
   /** A delivery was in flight when the process died: the next hop may already have it. */
   uncertain?: boolean;
   delayNotified?: boolean;
+  /** A DSN for the final outcome of this recipient has been queued (or was not requested). */
+  reported?: boolean;
   finishedAt?: number;
 }
 
@@ -113,4 +117,34 @@ export interface DsnRecipientReport {
 export interface Notifier {
   /** Queues a DSN for these recipients of the message (never for the null sender). */
   report(envelope: Envelope, messagePath: string, reports: DsnRecipientReport[]): Promise<void>;
+}
+
+/** The mutable delivery state of a queued message (one file in the spool, rewritten atomically). */
+export interface MessageState {
+  id: string;
+  /** Delivery attempts made so far (the number of times the worker ran deliveries). */
+  attempt: number;
+  /** When the next attempt is due (ms since epoch); absent before the first attempt. */
+  nextAttemptAt?: number;
+  recipients: RecipientStatus[];
+  updatedAt: number;
+}
+
+/** Admin decisions about a queued message (written by the CLI, read by the worker). */
+export interface MessageControl {
+  held?: boolean;
+  purge?: boolean;
+  /** Who asked and when, for the audit log. */
+  by?: string;
+  at?: number;
+}
+
+/** What is kept of a message once every recipient is final (no message bytes). */
+export interface FinishedRecord {
+  id: string;
+  envelope: Envelope;
+  state: MessageState;
+  finishedAt: number;
+  /** Why the message left the queue: every recipient final, or purged by an admin. */
+  reason: 'final' | 'purged';
 }

@@ -1,0 +1,142 @@
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Spool } from './spool.ts';
+import type { Deliverer, Notifier } from './types.ts';
+import { processMessage, type RetryPolicy, type QueueLogger } from './process-message.ts';
+
+/** The BullMQ queue name; keys are `<prefix>:deliver:*`. */
+export const DELIVERY_QUEUE = 'deliver';
+
+/** Job data: a reference to the spool, never message bytes or envelopes (they stay on disk). */
+export interface DeliveryJobData {
+  id: string;
+}
+
+export interface QueueConnectionOptions {
+  redisUrl: string;
+  prefix: string;
+}
+
+/**
+ * The producer side: used by SMTP ingress, the CLI and recovery. Its Redis connection fails fast
+ * (`enableOfflineQueue: false`, BullMQ "going to production"): while Redis is down, `enqueue`
+ * rejects at once and the SMTP client gets a 451 instead of waiting.
+ */
+export interface DeliveryQueue {
+  readonly queue: Queue<DeliveryJobData>;
+  readonly connection: Redis;
+  /** Adds the job of message `id` (a no-op if it already has one). */
+  enqueue(id: string, delayMs?: number): Promise<void>;
+  /** True when Redis answers. */
+  isReady(): boolean;
+  close(): Promise<void>;
+}
+
+export function openDeliveryQueue(opts: QueueConnectionOptions): DeliveryQueue {
+  const connection = new Redis(opts.redisUrl, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    // Keep reconnecting forever, at most every 2 s: Redis coming back must be noticed quickly.
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    lazyConnect: false,
+  });
+  // Connection errors are reported through isReady()/enqueue failures; don't crash on 'error'.
+  connection.on('error', () => {});
+  const queue = new Queue<DeliveryJobData>(DELIVERY_QUEUE, { connection, prefix: opts.prefix });
+  queue.on('error', () => {});
+  return {
+    queue,
+    connection,
+    async enqueue(id, delayMs = 0) {
+      await queue.add(
+        'deliver',
+        { id },
+        {
+          jobId: id,
+          delay: Math.max(0, Math.round(delayMs)),
+          removeOnComplete: true,
+          removeOnFail: true,
+        },
+      );
+    },
+    isReady: () => connection.status === 'ready',
+    async close() {
+      await queue.close();
+      connection.disconnect();
+    },
+  };
+}
+
+export interface DeliveryWorkerOptions extends QueueConnectionOptions {
+  spool: Spool;
+  deliverer: Deliverer;
+  notifier: Notifier;
+  retry: RetryPolicy;
+  concurrency: number;
+  /** ms: a job of a dead worker is taken over after this long. */
+  lockDuration: number;
+  logger: QueueLogger;
+  hostname: string;
+  now?: () => number;
+}
+
+export interface DeliveryWorker {
+  readonly worker: Worker<DeliveryJobData>;
+  /** Waits for running deliveries to finish, then disconnects. */
+  close(): Promise<void>;
+}
+
+/** A bug or a spool read error must not lose the job: try again in a minute. */
+const RETRY_AFTER_UNEXPECTED_ERROR_MS = 60_000;
+
+export function startDeliveryWorker(opts: DeliveryWorkerOptions): DeliveryWorker {
+  const connection = new Redis(opts.redisUrl, {
+    // Required by BullMQ for its blocking connection.
+    maxRetriesPerRequest: null,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  });
+  connection.on('error', () => {});
+  const now = opts.now ?? Date.now;
+
+  const processor = async (job: Job<DeliveryJobData>, token?: string): Promise<void> => {
+    const id = job.data.id;
+    const log = opts.logger.child({ queueId: id, job: job.id });
+    let nextAttemptAt: number | undefined;
+    try {
+      ({ nextAttemptAt } = await processMessage(id, {
+        spool: opts.spool,
+        deliverer: opts.deliverer,
+        notifier: opts.notifier,
+        retry: opts.retry,
+        logger: log,
+        now,
+      }));
+    } catch (err) {
+      log.error({ err }, 'delivery attempt failed unexpectedly; retrying in 60 s');
+      nextAttemptAt = now() + RETRY_AFTER_UNEXPECTED_ERROR_MS;
+    }
+    if (nextAttemptAt !== undefined) {
+      await job.moveToDelayed(nextAttemptAt, token);
+      throw new DelayedError();
+    }
+  };
+
+  const worker = new Worker<DeliveryJobData>(DELIVERY_QUEUE, processor, {
+    connection,
+    prefix: opts.prefix,
+    concurrency: opts.concurrency,
+    lockDuration: opts.lockDuration,
+    // The spool, not BullMQ, decides whether a message is done: a job that stalled because its
+    // process was killed is simply run again (the state file tells what was already delivered).
+    maxStalledCount: 1_000_000,
+    autorun: true,
+  });
+  worker.on('error', (err) => opts.logger.warn({ err: { message: err.message } }, 'queue worker error'));
+  return {
+    worker,
+    async close() {
+      await worker.close();
+      connection.disconnect();
+    },
+  };
+}
