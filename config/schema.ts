@@ -39,7 +39,7 @@ const domainName = z
   .regex(/^(\*|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$/i, 'not a domain name')
   .transform((d) => d.toLowerCase());
 
-/** A secret value: never printed, never logged (see config/secret.ts). */
+/** A secret value: never printed (printConfig redacts it, see config/print.ts), never logged. */
 const secretString = z.string().min(1);
 
 const listenerBase = {
@@ -64,7 +64,9 @@ export const configSchema = z.strictObject({
   /** Name this gateway gives itself in banners, Received headers and DSNs. */
   hostname: z.string().min(1).default('courrier.localhost'),
   /** Domains whose mailboxes are hosted here (delivered locally, accepted on the relay listener). */
-  localDomains: z.array(domainName).default(['courrier.localhost']),
+  localDomains: z
+    .array(domainName.refine((d) => d !== '*', 'a local domain cannot be the wildcard *'))
+    .default(['courrier.localhost']),
 
   redis: z
     .strictObject({
@@ -85,6 +87,22 @@ export const configSchema = z.strictObject({
       clientCertFile: z.string().optional(),
       clientKeyFile: z.string().optional(),
       minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2'),
+    })
+    .superRefine((t, ctx) => {
+      // A certificate without its key (or the reverse) cannot be used; say so at boot.
+      for (const [cert, key] of [
+        ['certFile', 'keyFile'],
+        ['clientCertFile', 'clientKeyFile'],
+      ] as const) {
+        if ((t[cert] === undefined) !== (t[key] === undefined)) {
+          const missing = t[cert] === undefined ? cert : key;
+          ctx.addIssue({
+            code: 'custom',
+            path: [missing],
+            message: `required when ${missing === cert ? key : cert} is set`,
+          });
+        }
+      }
     })
     .prefault({}),
 
