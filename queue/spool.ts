@@ -130,25 +130,20 @@ export async function openSpool(dir: string): Promise<Spool> {
     },
 
     async receive(id, source) {
-      const file = t(id, 'eml');
-      const handle = await fsp.open(file, 'wx', 0o600);
       let size = 0;
-      try {
-        const out = handle.createWriteStream({ autoClose: false });
-        await pipeline(
-          source,
-          async function* count(chunks: AsyncIterable<Buffer>) {
-            for await (const chunk of chunks) {
-              size += chunk.length;
-              yield chunk;
-            }
-          },
-          out,
-        );
-        await handle.datasync();
-      } finally {
-        await handle.close();
-      }
+      // flush: the file is fsynced before it is closed, and pipeline() resolves only after 'close'.
+      const out = fs.createWriteStream(t(id, 'eml'), { flags: 'wx', mode: 0o600, flush: true });
+      await pipeline(
+        source,
+        async function* count(chunks: AsyncIterable<Buffer>) {
+          for await (const chunk of chunks) {
+            size += chunk.length;
+            yield chunk;
+          }
+        },
+        out,
+      );
+      if (!out.closed) await new Promise((resolve) => out.once('close', resolve));
       return size;
     },
 
