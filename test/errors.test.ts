@@ -6,11 +6,9 @@ const doc = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8');
 
 describe('error catalogue', () => {
   it('documents every entry with its codes in docs/errors.md, and nothing else', () => {
-    const rows = [...doc.matchAll(/^\| `([A-Z_]+)` \| (\d{3}) \| (\d\.\d+\.\d+) \|/gm)].map((m) => [
-      m[1],
-      Number(m[2]),
-      m[3],
-    ]);
+    const rows = [...doc.matchAll(/^\|\s*`([A-Z_]+)`\s*\|\s*(\d{3})\s*\|\s*(\d\.\d+\.\d+)\s*\|/gm)].map(
+      (m) => [m[1], Number(m[2]), m[3]],
+    );
     expect(rows).toEqual(Object.entries(ERRORS).map(([name, spec]) => [name, spec.code, spec.enhanced]));
   });
 
