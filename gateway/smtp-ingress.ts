@@ -62,11 +62,6 @@ function domainOf(address: string): string {
   return address.slice(address.lastIndexOf('@') + 1).toLowerCase();
 }
 
-/** RFC 3461 §4 xtext: `+XX` hex escapes. */
-export function decodeXtext(value: string): string {
-  return value.replace(/\+([0-9A-F]{2})/gi, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-}
-
 /**
  * Passes the DATA stream through unchanged while watching for a CR or LF that is not part of a
  * CRLF pair (RFC 5321 §2.3.8). Such line endings are how SMTP smuggling hides a second message
@@ -123,10 +118,8 @@ function toEnvelopeRecipient(rcpt: SMTPServerAddress): EnvelopeRecipient {
     const values = dsn.notify.map((v) => v.toUpperCase());
     r.notify = values.includes('NEVER') ? 'NEVER' : (values as DsnNotify[]);
   }
-  if (dsn?.orcpt) {
-    const semi = dsn.orcpt.indexOf(';');
-    r.orcpt = `${dsn.orcpt.slice(0, semi)};${decodeXtext(dsn.orcpt.slice(semi + 1))}`;
-  }
+  // smtp-server has already decoded the xtext of every parameter value (RFC 3461 §4).
+  if (dsn?.orcpt) r.orcpt = dsn.orcpt;
   return r;
 }
 
@@ -187,6 +180,9 @@ function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
     socketTimeout: config.smtp.socketTimeout,
     closeTimeout: 5_000,
     disableReverseLookup: true,
+    // Both default to hidden in smtp-server: we want RFC 2034 enhanced codes and RFC 3461 DSN.
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: false,
     logger: false,
     // AUTH only after TLS (RFC 8314); none on the relay port, where peers prove who they are with
     // their certificate.
@@ -346,7 +342,7 @@ function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
       },
       ...(dsn?.ret === 'FULL' || dsn?.ret === 'HDRS' ? { ret: dsn.ret } : {}),
-      ...(dsn?.envid ? { envid: decodeXtext(dsn.envid) } : {}),
+      ...(dsn?.envid ? { envid: dsn.envid } : {}),
     };
     await spool.commit(envelope);
     try {

@@ -143,7 +143,7 @@ export async function openSpool(dir: string): Promise<Spool> {
         },
         out,
       );
-      if (!out.closed) await new Promise((resolve) => out.once('close', resolve));
+      if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
       return size;
     },
 
