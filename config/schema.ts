@@ -81,7 +81,7 @@ export const configSchema = z.strictObject({
       /** Server certificate (PEM, with chain) and key for the SMTP listeners. Default: dev PKI. */
       certFile: z.string().optional(),
       keyFile: z.string().optional(),
-      /** Trust anchors (PEM bundle) for verifying next hops and peer client certificates. Default: dev CA. */
+      /** Trust anchors (PEM bundle) for verifying next hops and peer client certificates. Default: dev CA; required with certFile. */
       caFile: z.string().optional(),
       /** Client certificate presented to next hops (mutual TLS). Default: the server certificate. */
       clientCertFile: z.string().optional(),
@@ -102,6 +102,11 @@ export const configSchema = z.strictObject({
             message: `required when ${missing === cert ? key : cert} is set`,
           });
         }
+      }
+      // The development CA only vouches for the development certificate; with real certificates
+      // the trust anchors must be named (the system's public roots are not the trust space).
+      if (t.certFile !== undefined && t.caFile === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['caFile'], message: 'required when certFile is set' });
       }
     })
     .prefault({}),

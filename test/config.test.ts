@@ -239,13 +239,14 @@ describe('loadConfig: validation', () => {
     ]);
   });
 
-  it('rejects the wildcard as a local domain and a certificate without its key', () => {
+  it('rejects the wildcard as a local domain, a certificate without its key or trust anchors', () => {
     const file = write('c.yaml', "localDomains: ['*']\ntls:\n  certFile: a.pem\n  clientKeyFile: k.pem\n");
     const err = configError(() => loadConfig({ file, env: {} }));
     expect(err.problems).toEqual([
       `localDomains[0]: a local domain cannot be the wildcard * (${file}:1)`,
       `tls.keyFile: required when certFile is set (${file}:2)`,
       `tls.clientCertFile: required when clientKeyFile is set (${file}:2)`,
+      `tls.caFile: required when certFile is set (${file}:2)`,
     ]);
   });
 });
