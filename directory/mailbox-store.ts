@@ -191,8 +191,10 @@ function migrate(db: DatabaseSync): void {
     if (version > MIGRATIONS.length) {
       throw new Error(`schema version ${version} is newer than this Courrier knows (${MIGRATIONS.length})`);
     }
-    for (; version < MIGRATIONS.length; version++) db.exec(MIGRATIONS[version]!);
-    db.prepare('UPDATE schema_version SET version = ?').run(version);
+    if (version < MIGRATIONS.length) {
+      for (; version < MIGRATIONS.length; version++) db.exec(MIGRATIONS[version]!);
+      db.prepare('UPDATE schema_version SET version = ?').run(version);
+    }
     db.exec('COMMIT');
   } catch (err) {
     db.exec('ROLLBACK');
