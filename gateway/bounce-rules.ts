@@ -154,6 +154,12 @@ export const REPLY_RULES: readonly ReplyRule[] = [
 export const TEMPORARY_PERMANENT_CODES: readonly string[] = ['5.3.2', '5.4.1', '5.4.2', '5.4.3', '5.4.5'];
 
 /**
+ * Basic codes that are temporary although their class is 5: 503 "bad sequence of commands" says
+ * the session was out of step, not that the message is refused (nodemailer treats it the same).
+ */
+export const TEMPORARY_PERMANENT_BASIC_CODES: readonly number[] = [503];
+
+/**
  * Category from an enhanced status code: exact `subject.detail` first, then the subject.
  * RFC 3463 §3: X.1 addressing, X.2 mailbox, X.3 mail system, X.4 network and routing,
  * X.5 protocol, X.6 content, X.7 security or policy.

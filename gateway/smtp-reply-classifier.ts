@@ -3,6 +3,7 @@ import {
   BROKEN_CONNECTION_ERROR_CODES,
   ENHANCED_CODE_CATEGORIES,
   REPLY_RULES,
+  TEMPORARY_PERMANENT_BASIC_CODES,
   TEMPORARY_PERMANENT_CODES,
   TLS_VERIFY_ERROR_CODES,
   UNREACHABLE_ERROR_CODES,
@@ -116,6 +117,7 @@ export function classifyReply(reply: string, stage?: SmtpStage): Classification 
   // A wording rule is more specific than the code list: Microsoft 365 answers unknown
   // recipients with `550 5.4.1 Recipient address rejected: Access denied`.
   if (!temporary && !rule && enhanced && TEMPORARY_PERMANENT_CODES.includes(enhanced)) temporary = true;
+  if (!temporary && TEMPORARY_PERMANENT_BASIC_CODES.includes(parsed.code)) temporary = true;
   const cls: 4 | 5 = temporary ? 4 : 5;
 
   const basic = BASIC_CODE_STATUS[parsed.code];

@@ -77,6 +77,8 @@ describe('classifyReply', () => {
     ],
     ['554 Transaction failed', 'data', 'reject', '5.0.0', 'other'],
     ['500 Syntax error, command unrecognized', undefined, 'reject', '5.5.2', 'protocol'],
+    // 503: the session was out of step, not a verdict on the message.
+    ['503 5.5.1 Error: need MAIL command', 'rcpt', 'defer', '4.5.1', 'protocol'],
     // 5xx that are really temporary become defers with a class-4 status.
     ['550 5.7.1 Greylisted, please try again in 300 seconds', 'rcpt', 'defer', '4.7.1', 'policy'],
     ['554 5.3.0 Temporary local problem, please try again later', 'data', 'defer', '4.3.0', 'other'],
