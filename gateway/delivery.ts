@@ -48,6 +48,8 @@ export interface DelivererOptions {
 
 /** At most this many addresses are tried per transaction (Postfix smtp_mx_address_limit is 5). */
 const MAX_ADDRESSES_PER_TRANSACTION = 5;
+/** A pool nobody used for this long is closed (ms); nodemailer closes idle connections after 4 min. */
+const POOL_IDLE_CLOSE = 10 * 60_000;
 /** RFC 5321 §4.5.3.1.8: servers must take at least 100 recipients per transaction. */
 const MAX_RECIPIENTS_PER_TRANSACTION = 100;
 
@@ -164,10 +166,21 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
   const routeOf =
     opts.resolveRoute ??
     ((domain: string) => resolveRouteDefault(domain, config, dns, { smtpPort: opts.mxPort ?? 25 }));
-  const pools = new Map<string, Pool>();
+  // One pool per next hop address; forgotten once idle so a gateway that talks to thousands of
+  // domains does not keep thousands of pool objects.
+  const pools = new Map<string, { pool: Pool; inFlight: number; lastUsed: number }>();
   let closed = false;
 
-  function poolFor(target: PoolTarget): Pool {
+  function sweepPools(now: number): void {
+    for (const [key, entry] of pools) {
+      if (entry.inFlight === 0 && now - entry.lastUsed > POOL_IDLE_CLOSE) {
+        entry.pool.close();
+        pools.delete(key);
+      }
+    }
+  }
+
+  function poolFor(target: PoolTarget): { pool: Pool; inFlight: number; lastUsed: number } {
     const { hop } = target;
     const connectTo = target.address ?? hop.host;
     // The name verified in the certificate: the route's tlsServername, else the host name (an
@@ -177,6 +190,7 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
     const key = [hop.tls, connectTo, hop.port, servername ?? '', hop.auth?.user ?? ''].join('|');
     const existing = pools.get(key);
     if (existing) return existing;
+    sweepPools(Date.now());
 
     const tls: Record<string, unknown> = { ca: opts.tls.ca, minVersion: config.tls.minVersion };
     if (opts.tls.cert && opts.tls.key) {
@@ -219,8 +233,9 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
       if (typeof capture === 'function' && mail.message) capture(mail.message.getEnvelope());
       done();
     });
-    pools.set(key, pool);
-    return pool;
+    const entry = { pool, inFlight: 0, lastUsed: Date.now() };
+    pools.set(key, entry);
+    return entry;
   }
 
   async function attempt(
@@ -231,7 +246,9 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
   ): Promise<AttemptResult> {
     const { envelope, messagePath } = request;
     const { hop } = target;
-    const pool = poolFor(target);
+    const entry = poolFor(target);
+    const pool = entry.pool;
+    entry.inFlight++;
     const ctx = { host: hop.host, port: hop.port, ...(target.address ? { address: target.address } : {}) };
     const captured: { envelope?: SessionEnvelope } = {};
     const addresses = txn.recipients.map((r) => r.address);
@@ -303,11 +320,12 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
         );
         return { kind: 'hop-failed', classification };
       }
-      const rejected = rejectionsByAddress(
-        (err as { rejectedErrors?: unknown }).rejectedErrors,
-        session,
-        addresses,
-      );
+      // With PIPELINING the RCPTs went out with MAIL FROM; after a refused MAIL FROM their
+      // replies (503 need MAIL) say nothing about the recipients: the MAIL reply is the verdict.
+      const mailRefused = (err as { command?: unknown }).command === 'MAIL FROM';
+      const rejected = mailRefused
+        ? new Map<number, unknown>()
+        : rejectionsByAddress((err as { rejectedErrors?: unknown }).rejectedErrors, session, addresses);
       const accepted = acceptedIndexes(session, addresses);
       const outcomes = txn.recipients.map((r, i): DeliveryOutcome => {
         const rej = rejected.get(i);
@@ -329,6 +347,9 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
         'SMTP transaction failed',
       );
       return { kind: 'outcomes', outcomes };
+    } finally {
+      entry.inFlight--;
+      entry.lastUsed = Date.now();
     }
   }
 
@@ -565,7 +586,7 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
 
     async close() {
       closed = true;
-      for (const pool of pools.values()) pool.close();
+      for (const entry of pools.values()) entry.pool.close();
       pools.clear();
     },
   };

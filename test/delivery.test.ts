@@ -188,6 +188,25 @@ describe('delivery over SMTP to a real next hop', () => {
     expect(s.transactions[0]!.outcome).toBe('rejected');
   });
 
+  it('applies a MAIL FROM refusal to every recipient', async () => {
+    const s = await sink({ mail: () => reply(553, '5.7.1 sender not allowed from your host') });
+    const d = deliverer({ routes: routeTo(s) });
+    const out = await d.deliver(request([{ address: 'bob@example.org' }, { address: 'carol@example.org' }]));
+    expect(out.map((o) => [o.result, o.status, o.category])).toEqual([
+      ['reject', '5.7.1', 'policy'],
+      ['reject', '5.7.1', 'policy'],
+    ]);
+    expect(s.events.filter((e) => e.type === 'rcpt')).toEqual([]);
+  });
+
+  it('bounces a message larger than the SIZE the next hop announces, without sending it', async () => {
+    const s = await sink({ size: 100 });
+    const d = deliverer({ routes: routeTo(s) });
+    const [o] = await d.deliver(request([{ address: 'bob@example.org' }]));
+    expect(o).toMatchObject({ result: 'reject', status: '5.3.4', category: 'message-size' });
+    expect(s.events.filter((e) => e.type === 'data')).toEqual([]);
+  });
+
   it('defers with a network status when the connection drops in the middle of DATA', async () => {
     const s = await sink({ data: () => drop(10) });
     const d = deliverer({ routes: routeTo(s) });
