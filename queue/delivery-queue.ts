@@ -129,6 +129,8 @@ export function startDeliveryWorker(opts: DeliveryWorkerOptions): DeliveryWorker
     // The spool, not BullMQ, decides whether a message is done: a job that stalled because its
     // process was killed is simply run again (the state file tells what was already delivered).
     maxStalledCount: 1_000_000,
+    // Look for jobs of dead workers as often as a lock lasts (BullMQ's default is every 30 s).
+    stalledInterval: Math.min(opts.lockDuration, 30_000),
     autorun: true,
   });
   worker.on('error', (err) => opts.logger.warn({ err: { message: err.message } }, 'queue worker error'));

@@ -23,10 +23,12 @@ export async function recoverSpool(opts: {
   queue: DeliveryQueue;
   logger: QueueLogger;
   now?: () => number;
+  /** Files in tmp/ older than this are leftovers of dead sessions (default 1 h). */
+  staleTmpMs?: number;
 }): Promise<RecoveryReport> {
   const now = opts.now ?? Date.now;
   const report: RecoveryReport = { checked: 0, held: 0, tmpRemoved: 0 };
-  report.tmpRemoved = await opts.spool.cleanTmp(STALE_TMP_MS);
+  report.tmpRemoved = await opts.spool.cleanTmp(opts.staleTmpMs ?? STALE_TMP_MS);
   for (const id of opts.spool.listQueued()) {
     if (opts.spool.readControl(id).held) {
       report.held++;

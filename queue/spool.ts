@@ -203,9 +203,14 @@ export async function openSpool(dir: string): Promise<Spool> {
 
     async cleanTmp(olderThanMs) {
       const limit = Date.now() - olderThanMs;
+      // Half-written replacements of state/control files (a process killed between write and
+      // rename) sit next to the file they were replacing; the file itself is intact.
+      const candidates = [
+        ...(await fsp.readdir(tmpDir)).map((f) => path.join(tmpDir, f)),
+        ...(await fsp.readdir(queueDir)).filter((f) => f.endsWith('.tmp')).map((f) => path.join(queueDir, f)),
+      ];
       let removed = 0;
-      for (const f of await fsp.readdir(tmpDir)) {
-        const file = path.join(tmpDir, f);
+      for (const file of candidates) {
         const st = await fsp.stat(file).catch(() => undefined);
         if (st && st.mtimeMs < limit) {
           await unlinkIfExists(file);
