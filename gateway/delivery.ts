@@ -450,15 +450,20 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
   ) {
     const { targets, failures } = await targetsFor(hops);
     const outcomes: DeliveryOutcome[] = [];
+    // A host that failed before a transaction is not tried again for the next transactions of
+    // this request (a dead MX would cost a connect timeout each time).
+    const dead = new Map<PoolTarget, Classification>();
     for (const txn of splitTransactions(request.envelope, recipients)) {
-      const hopFailures = [...failures];
+      const hopFailures = [...failures, ...dead.values()];
       let done: DeliveryOutcome[] | undefined;
       for (const target of targets) {
+        if (dead.has(target)) continue;
         const result = await attempt(request, txn, target, log);
         if (result.kind === 'outcomes') {
           done = result.outcomes;
           break;
         }
+        dead.set(target, result.classification);
         hopFailures.push(result.classification);
       }
       if (!done) {

@@ -380,6 +380,25 @@ describe('routing through DNS (a real resolver asking a local DNS server)', () =
     expect(dns.queries).toContain('MX example.test');
   });
 
+  it('does not try a failed MX again for the next transaction of the same message', async () => {
+    const s = await sink({ cert: pki.issueServer(['mx2.example.test']) });
+    // mx1 (127.0.0.2, same port) answers but offers no STARTTLS: a failure before the transaction.
+    const mx1 = await sink({ host: '127.0.0.2', port: s.port, tls: 'none' });
+    const d = deliverer({}, { dns, mxPort: s.port });
+    const out = await d.deliver(
+      request([
+        { address: 'bob@example.test', notify: ['FAILURE'] },
+        { address: 'carol@example.test', notify: 'NEVER' },
+      ]),
+    );
+    expect(out.map((o) => [o.result, o.remoteMta])).toEqual([
+      ['delivered', 'mx2.example.test'],
+      ['delivered', 'mx2.example.test'],
+    ]);
+    expect(await s.waitForMessages(2)).toHaveLength(2);
+    expect(mx1.events.filter((e) => e.type === 'connect')).toHaveLength(1);
+  });
+
   it('defers with a network status when no MX host answers', async () => {
     const s = await sink({ cert: pki.issueServer(['mx2.example.test']) });
     const port = s.port;

@@ -105,6 +105,9 @@ export interface SmtpSinkOptions extends SinkScript {
   size?: number;
   /** Banner name. */
   name?: string;
+  /** Address and port to listen on: default 127.0.0.1 and a free port. (Any 127.x.y.z works on Linux.) */
+  host?: string;
+  port?: number;
 }
 
 export interface SmtpSink {
@@ -325,7 +328,7 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });
@@ -333,7 +336,7 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
   const address = server.server.address() as net.AddressInfo;
 
   return {
-    host: '127.0.0.1',
+    host: address.address,
     port: address.port,
     script,
     messages,
