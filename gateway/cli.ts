@@ -21,7 +21,7 @@ import {
   type MessageStatus,
 } from './admin.ts';
 import { startApp } from './app.ts';
-import { ensureDataDir } from './first-run.ts';
+import { ensureDataDir, type DataPaths } from './first-run.ts';
 import { createLogger } from './log.ts';
 
 class UsageError extends Error {
@@ -79,8 +79,8 @@ async function waitReady(queue: ReturnType<typeof openDeliveryQueue>): Promise<v
 }
 
 /** Creates the data folder if needed; says so when that made the first (dev) mailbox. */
-async function dataDir(config: Config) {
-  const paths = await dataDir(config);
+async function dataDir(config: Config): Promise<DataPaths> {
+  const paths = await ensureDataDir(config, createLogger('warn'));
   if (paths.devMailbox) {
     console.error(
       `courrier: created ${paths.dataDir} with a first mailbox ${paths.devMailbox.address}, ` +
