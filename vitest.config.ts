@@ -9,5 +9,6 @@ export default defineConfig({
     pool: 'forks',
     // 2-core machines: more parallel files only add contention to the real servers under test.
     maxWorkers: 2,
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
