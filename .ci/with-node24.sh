@@ -14,9 +14,12 @@ if [ "$major" -lt 24 ]; then
   PATH="$dir/bin:$PATH"
   export PATH
 fi
-# Install or refresh dependencies when the lockfile changed since the last install.
+# Install or refresh dependencies when the lockfile changed since the last install. `npm install`
+# rather than `npm ci`: the lockfile pins every version, but it cannot list msgpackr-extract's
+# prebuilt packages for other platforms (the registry reachable here does not serve them), and
+# `npm ci` refuses a lockfile with such gaps. `npm install` keeps to the lockfile all the same.
 if [ ! -f "$here/node_modules/.package-lock.json" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
-  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  (cd "$here" && npm install --no-audit --no-fund --loglevel=error >&2)
 fi
 PATH="$here/node_modules/.bin:$PATH"
 export PATH
