@@ -493,7 +493,7 @@ export function createDeliverer(opts: DelivererOptions): Deliverer {
   return {
     async deliver(request) {
       const { envelope, messagePath } = request;
-      const log = logger.child({ qid: envelope.id });
+      const log = logger.child({ queueId: envelope.id });
       if (closed) {
         return request.recipients.map((r) =>
           outcomeFrom(r.address, {
