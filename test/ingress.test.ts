@@ -1,17 +1,18 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueCertificate, createCa, type KeyAndCert } from '../crypto/dev-pki.ts';
+import { issueCertificate, type KeyAndCert } from '../crypto/dev-pki.ts';
 import { openMailboxStore, type MailboxStore } from '../directory/mailbox-store.ts';
 import { startIngress, stopIngress, type Listener } from '../gateway/smtp-ingress.ts';
 import { openDeliveryQueue, type DeliveryQueue } from '../queue/delivery-queue.ts';
 import { openSpool, type Spool } from '../queue/spool.ts';
-import { dropRedisPrefix, testConfig, testPki, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
+import { dropRedisPrefix, testConfig, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
+import { testPki, type TestPki } from './helpers/pki.ts';
 import { makeMessage, RawSmtpClient } from './helpers/smtp-client.ts';
 
 const PASSWORD = 'correct horse battery staple';
 let env: TestEnv;
-let pki: ReturnType<typeof testPki>;
+let pki: TestPki;
 let spool: Spool;
 let queue: DeliveryQueue;
 let mailboxes: MailboxStore;
@@ -188,8 +189,11 @@ describe('relay listener', () => {
   });
 
   it('refuses a client certificate from an unknown CA at the TLS handshake', async () => {
-    const rogueCa = createCa({ commonName: 'Rogue CA' });
-    const rogue = issueCertificate(rogueCa, { commonName: 'mx.rogue.test', usage: 'client' });
+    const rogue = issueCertificate(pki.unknownCa, {
+      commonName: 'mx.rogue.test',
+      usage: 'client',
+      keyType: 'ec-p256',
+    });
     const client = await relay(rogue);
     await expect(client.startTls().then(() => client.command('MAIL FROM:<x@rogue.test>'))).rejects.toThrow();
     client.destroy();
@@ -204,11 +208,7 @@ describe('relay listener', () => {
   });
 
   it('accepts mail for local mailboxes only from a trusted peer: no open relay', async () => {
-    const peer = issueCertificate(pki.ca, {
-      commonName: 'mx.peer.test',
-      dnsNames: ['mx.peer.test'],
-      usage: 'client',
-    });
+    const peer = pki.issueClient('mx.peer.test');
     const client = await relay(peer);
     await client.startTls('mx.peer.test');
     expect((await client.command('MAIL FROM:<doctor@peer.test>')).code).toBe(250);

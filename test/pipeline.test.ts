@@ -4,7 +4,7 @@ import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { holdMessage, messageStatus, purgeMessage, releaseMessage } from '../gateway/admin.ts';
 import { startApp, type App } from '../gateway/app.ts';
-import { dropRedisPrefix, testConfig, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
+import { dropRedisPrefix, testConfig, useTestTls, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
 import { testPki } from './helpers/pki.ts';
 import { makeMessage, RawSmtpClient } from './helpers/smtp-client.ts';
 import { accept, drop, reply, startSmtpSink, type SmtpSink } from './helpers/smtp-sink.ts';
@@ -21,7 +21,6 @@ let app: App;
 let sink: SmtpSink;
 
 beforeAll(async () => {
-  const pki = testPki();
   sink = await startSmtpSink({});
   env = testConfig({
     delivery: {
@@ -29,14 +28,7 @@ beforeAll(async () => {
       retry: { firstDelay: '1s', maxDelay: '2s', giveUpAfter: '6s', delayWarningAfter: '2s' },
     },
   });
-  const tlsDir = path.join(env.dir, 'tls');
-  fs.mkdirSync(tlsDir);
-  fs.writeFileSync(path.join(tlsDir, 'ca.pem'), pki.ca.certPem);
-  fs.writeFileSync(path.join(tlsDir, 'cert.pem'), pki.server.certPem + pki.ca.certPem);
-  fs.writeFileSync(path.join(tlsDir, 'key.pem'), pki.server.keyPem);
-  env.config.tls.certFile = path.join(tlsDir, 'cert.pem');
-  env.config.tls.keyFile = path.join(tlsDir, 'key.pem');
-  env.config.tls.caFile = path.join(tlsDir, 'ca.pem');
+  useTestTls(env);
   app = await startApp(env.config, { logger: env.logger });
   await app.mailboxes.add(SENDER, { password: PASSWORD });
 });

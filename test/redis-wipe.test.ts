@@ -1,11 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { messageStatus } from '../gateway/admin.ts';
 import { startApp, type App } from '../gateway/app.ts';
-import { testConfig, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
+import { testConfig, useTestTls, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
 import { testPki } from './helpers/pki.ts';
 import { makeMessage, RawSmtpClient } from './helpers/smtp-client.ts';
 import { accept, reply, startSmtpSink, type SmtpSink } from './helpers/smtp-sink.ts';
@@ -69,7 +67,6 @@ async function stopRedis(): Promise<void> {
 beforeAll(async () => {
   redisPort = await freePort();
   await startRedis();
-  const pki = testPki();
   sink = await startSmtpSink({ rcpt: () => reply(451, '4.3.0 not now') });
   env = testConfig({
     redis: { url: `redis://127.0.0.1:${redisPort}` },
@@ -79,16 +76,7 @@ beforeAll(async () => {
     },
     queue: { lockDuration: '2s' },
   });
-  const tlsDir = path.join(env.dir, 'tls');
-  fs.mkdirSync(tlsDir);
-  fs.writeFileSync(path.join(tlsDir, 'ca.pem'), pki.ca.certPem);
-  fs.writeFileSync(path.join(tlsDir, 'cert.pem'), pki.server.certPem + pki.ca.certPem);
-  fs.writeFileSync(path.join(tlsDir, 'key.pem'), pki.server.keyPem);
-  Object.assign(env.config.tls, {
-    certFile: path.join(tlsDir, 'cert.pem'),
-    keyFile: path.join(tlsDir, 'key.pem'),
-    caFile: path.join(tlsDir, 'ca.pem'),
-  });
+  useTestTls(env);
   app = await startApp(env.config, { logger: env.logger });
   await app.mailboxes.add(SENDER, { password: PASSWORD });
 });

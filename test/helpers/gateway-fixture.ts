@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configSchema, type Config, type ConfigInput } from '../../config/schema.ts';
-import { generateDevPki, type KeyAndCert } from '../../crypto/dev-pki.ts';
+import { testPki } from './pki.ts';
 import { createLogger, type Logger } from '../../gateway/log.ts';
 
 /** A fresh data folder, a unique Redis prefix and port-0 listeners: tests never collide. */
@@ -40,9 +40,24 @@ export function testConfig(overrides: ConfigInput = {}): TestEnv {
   return { dir, prefix, config, logger, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** The dev PKI of a test gateway, in memory (the CA is what clients trust). */
-export function testPki(hostname = 'gw.courrier.test'): { ca: KeyAndCert; server: KeyAndCert } {
-  return generateDevPki({ hostname, localDomains: ['courrier.test'] });
+/**
+ * Writes the test PKI's server certificate (with its chain), key and CA into the test's folder and
+ * points the config at them, so the gateway and the test sink trust each other.
+ */
+export function useTestTls(env: TestEnv): { caFile: string; certFile: string; keyFile: string } {
+  const pki = testPki();
+  const dir = path.join(env.dir, 'tls');
+  fs.mkdirSync(dir, { recursive: true });
+  const files = {
+    caFile: path.join(dir, 'ca.pem'),
+    certFile: path.join(dir, 'cert.pem'),
+    keyFile: path.join(dir, 'key.pem'),
+  };
+  fs.writeFileSync(files.caFile, pki.ca.certPem);
+  fs.writeFileSync(files.certFile, pki.server.certPem + pki.ca.certPem);
+  fs.writeFileSync(files.keyFile, pki.server.keyPem, { mode: 0o600 });
+  Object.assign(env.config.tls, files);
+  return files;
 }
 
 /** Removes every Redis key of a test prefix. */
