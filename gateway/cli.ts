@@ -7,7 +7,13 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { ConfigError, loadConfig, printConfig } from '../config/index.ts';
 import type { Config } from '../config/schema.ts';
-import { MailboxError, openMailboxStore } from '../directory/mailbox-store.ts';
+import {
+  MAILBOX_TYPES,
+  MailboxError,
+  openMailboxStore,
+  type MailboxStore,
+  type MailboxType,
+} from '../directory/mailbox-store.ts';
 import { openDeliveryQueue } from '../queue/delivery-queue.ts';
 import { openSpool } from '../queue/spool.ts';
 import {
@@ -80,7 +86,7 @@ async function waitReady(queue: ReturnType<typeof openDeliveryQueue>): Promise<v
 
 /** Creates the data folder if needed; says so when that made the first (dev) mailbox. */
 async function dataDir(config: Config): Promise<DataPaths> {
-  const paths = await ensureDataDir(config, createLogger('warn'));
+  const paths = await ensureDataDir(config, createLogger('error'));
   if (paths.devMailbox) {
     console.error(
       `courrier: created ${paths.dataDir} with a first mailbox ${paths.devMailbox.address}, ` +
@@ -88,6 +94,17 @@ async function dataDir(config: Config): Promise<DataPaths> {
     );
   }
   return paths;
+}
+
+/** Runs `fn` with the mailbox store of the configured data folder, closing it afterwards. */
+async function withMailboxes(cmd: Command, fn: (store: MailboxStore) => Promise<void>): Promise<void> {
+  const paths = await dataDir(configFrom(cmd));
+  const store = openMailboxStore(paths.directoryFile);
+  try {
+    await fn(store);
+  } finally {
+    store.close();
+  }
 }
 
 function readPassword(opts: { passwordStdin?: boolean }): string | undefined {
@@ -225,76 +242,51 @@ export function buildCli(): Command {
     .option('--type <type>', 'PER, ORG, APP or CAB', 'PER')
     .option('--name <displayName>', 'display name')
     .option('--password-stdin', 'read the password from standard input')
-    .action(
-      async (
-        address: string,
-        opts: { type: string; name?: string; passwordStdin?: boolean },
-        cmd: Command,
-      ) => {
-        const config = configFrom(cmd);
-        const paths = await dataDir(config);
+    .action((address: string, opts: { type: string; name?: string; passwordStdin?: boolean }, cmd: Command) =>
+      withMailboxes(cmd, async (store) => {
         const type = opts.type.toUpperCase();
-        if (!['PER', 'ORG', 'APP', 'CAB'].includes(type))
-          throw new UsageError(`--type must be PER, ORG, APP or CAB`);
-        const store = openMailboxStore(paths.directoryFile);
-        try {
-          const password = readPassword(opts);
-          const m = await store.add(address, {
-            type: type as 'PER',
-            ...(opts.name ? { displayName: opts.name } : {}),
-            ...(password ? { password } : {}),
-          });
-          console.log(`added ${m.address} (${m.type})${m.hasPassword ? '' : ' without a password'}`);
-        } finally {
-          store.close();
+        if (!MAILBOX_TYPES.includes(type as MailboxType)) {
+          throw new UsageError(`--type must be one of ${MAILBOX_TYPES.join(', ')}`);
         }
-      },
+        const password = readPassword(opts);
+        const m = await store.add(address, {
+          type: type as MailboxType,
+          ...(opts.name ? { displayName: opts.name } : {}),
+          ...(password ? { password } : {}),
+        });
+        console.log(`added ${m.address} (${m.type})${m.hasPassword ? '' : ' without a password'}`);
+      }),
     );
   mailbox
     .command('passwd <address>')
     .description('set a mailbox password (read from stdin)')
-    .action(async (address: string, _opts, cmd: Command) => {
-      const config = configFrom(cmd);
-      const paths = await dataDir(config);
-      const store = openMailboxStore(paths.directoryFile);
-      try {
+    .action((address: string, _opts, cmd: Command) =>
+      withMailboxes(cmd, async (store) => {
         const password = readPassword({ passwordStdin: true });
         if (!password) throw new UsageError('give the password on standard input');
         await store.setPassword(address, password);
         console.log(`password set for ${address}`);
-      } finally {
-        store.close();
-      }
-    });
+      }),
+    );
   mailbox
     .command('list')
     .description('list mailboxes hosted here')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const config = configFrom(cmd);
-      const paths = await dataDir(config);
-      const store = openMailboxStore(paths.directoryFile);
-      try {
+    .action((opts: { json?: boolean }, cmd: Command) =>
+      withMailboxes(cmd, async (store) => {
         const list = store.list();
         printJsonOr(Boolean(opts.json), list, () => list.map((m) => `${m.address}  ${m.type}`).join('\n'));
-      } finally {
-        store.close();
-      }
-    });
+      }),
+    );
   mailbox
     .command('remove <address>')
     .description('remove a mailbox')
-    .action(async (address: string, _opts, cmd: Command) => {
-      const config = configFrom(cmd);
-      const paths = await dataDir(config);
-      const store = openMailboxStore(paths.directoryFile);
-      try {
+    .action((address: string, _opts, cmd: Command) =>
+      withMailboxes(cmd, async (store) => {
         if (!store.remove(address)) throw new AdminError(`no mailbox ${address}`);
         console.log(`removed ${address}`);
-      } finally {
-        store.close();
-      }
-    });
+      }),
+    );
   return program;
 }
 
