@@ -49,12 +49,18 @@ function malformedKey(what: string, err: unknown): CryptoError {
  * their public part.
  */
 export async function readPgpPublicKeys(input: string | Uint8Array): Promise<PublicKey[]> {
-  let keys: Key[];
+  const keys: Key[] = [];
   try {
-    if (typeof input === 'string') keys = await openpgp.readKeys({ armoredKeys: input });
-    else if (looksArmored(input))
-      keys = await openpgp.readKeys({ armoredKeys: new TextDecoder().decode(input) });
-    else keys = await openpgp.readKeys({ binaryKeys: input });
+    if (typeof input !== 'string' && !looksArmored(input))
+      keys.push(...(await openpgp.readKeys({ binaryKeys: input })));
+    else {
+      const text = typeof input === 'string' ? input : new TextDecoder().decode(input);
+      // A file may hold several armored blocks one after the other (one per key).
+      const blocks = text.match(
+        /-----BEGIN PGP (?:PUBLIC|PRIVATE) KEY BLOCK-----[\s\S]*?-----END PGP (?:PUBLIC|PRIVATE) KEY BLOCK-----/g,
+      );
+      for (const block of blocks ?? [text]) keys.push(...(await openpgp.readKeys({ armoredKeys: block })));
+    }
   } catch (err) {
     throw malformedKey('public key', err);
   }
