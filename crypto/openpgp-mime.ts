@@ -463,7 +463,7 @@ async function readArmored<T>(what: string, read: () => Promise<T>): Promise<T> 
 /** OpenPGP.js error messages mapped to our codes; anything else keeps its message and cause. */
 const ERROR_PATTERNS: [RegExp, CryptoErrorCode][] = [
   [
-    /modification detected|authentication tag mismatch|not authenticated|integrity check failed/i,
+    /modification detected|authentication tag mismatch|not authenticated|unable to authenticate data|integrity check failed/i,
     'integrity-failed',
   ],
   [/no decryption key packets found/i, 'no-matching-key'],
