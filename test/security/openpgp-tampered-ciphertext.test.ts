@@ -89,19 +89,24 @@ describe('tampered ciphertext', () => {
       encryptionKeys: v4.pub,
       format: 'object',
     });
-    const literal = new openpgp.LiteralDataPacket();
+    // OpenPGP.js (rightly) offers no API to write SED packets: use its packet classes directly.
+    const literal = new openpgp.LiteralDataPacket() as unknown as {
+      setBytes(bytes: Uint8Array, format: openpgp.enums.literal): void;
+    };
     literal.setBytes(new TextEncoder().encode(PART), openpgp.enums.literal.binary);
-    const sed = new openpgp.SymmetricallyEncryptedDataPacket();
+    const sed = new openpgp.SymmetricallyEncryptedDataPacket() as unknown as openpgp.AnyPacket & {
+      packets: openpgp.PacketList<openpgp.AnyPacket>;
+      encrypt(algorithm: openpgp.enums.symmetric, key: Uint8Array, config: object): Promise<void>;
+    };
     sed.packets = new openpgp.PacketList();
-    sed.packets.push(literal);
-    await sed.encrypt(openpgp.enums.write(openpgp.enums.symmetric, sessionKey.algorithm), sessionKey.data, {
-      ...openpgp.config,
-      allowUnauthenticatedMessages: true,
-    });
+    sed.packets.push(literal as unknown as openpgp.AnyPacket);
+    const algorithm = openpgp.enums.symmetric[sessionKey.algorithm as keyof typeof openpgp.enums.symmetric];
+    await sed.encrypt(algorithm, sessionKey.data, { ...openpgp.config, allowUnauthenticatedMessages: true });
     const packets = new openpgp.PacketList();
     packets.push(...withKey.packets, sed);
     const err = await decryptError(envelope(packets.write() as Uint8Array | Uint8Array[]), v4);
     expect(err.code).toBe('integrity-failed');
+    expect(err.message).toMatch(/not authenticated/i);
   });
 
   it('a tampered session key packet is decryption-failed, not a crash', async () => {
