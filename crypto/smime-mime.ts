@@ -1,0 +1,191 @@
+/**
+ * The MIME side of S/MIME: splitting headers from bodies, canonicalising an entity before it is
+ * signed (RFC 8551 §3.1.1: CRLF line ends, nothing that a 7-bit hop would re-encode), and
+ * finding the parts of multipart/signed (RFC 1847). Messages are handled as latin1 strings,
+ * which map bytes 1:1, so nothing is lost on the way through.
+ */
+
+export interface HeaderField {
+  /** Lower-case field name. */
+  name: string;
+  /** The field as it appeared, folded lines included, without the final CRLF. */
+  raw: string;
+  /** The unfolded value, trimmed. */
+  value: string;
+}
+
+export interface SplitEntity {
+  headers: HeaderField[];
+  body: string;
+}
+
+const HEADER_LINE = /^[\x21-\x39\x3b-\x7e]+:/;
+const MAX_MIME_DEPTH = 20;
+
+/** CRLF for every line end (bare LF and bare CR included). */
+export function toCrlf(s: string): string {
+  // Fast path: a message already in canonical form is returned as is.
+  if (!/\r(?!\n)|(?<!\r)\n/.test(s)) return s;
+  return s.replace(/\r\n|\r|\n/g, '\r\n');
+}
+
+/** Splits the header section from the body (RFC 5322 §2.1). A text without headers has none. */
+export function splitEntity(s: string): SplitEntity {
+  const headers: HeaderField[] = [];
+  let pos = 0;
+  let current: string[] | undefined;
+  const flush = () => {
+    if (current === undefined) return;
+    const raw = current.join('\r\n');
+    const colon = raw.indexOf(':');
+    headers.push({
+      name: raw.slice(0, colon).trim().toLowerCase(),
+      raw,
+      value: raw
+        .slice(colon + 1)
+        .replace(/\r?\n[ \t]/g, ' ')
+        .trim(),
+    });
+    current = undefined;
+  };
+  for (;;) {
+    const nl = s.indexOf('\n', pos);
+    const lineEnd = nl < 0 ? s.length : nl;
+    const line = s.slice(pos, lineEnd > pos && s[lineEnd - 1] === '\r' ? lineEnd - 1 : lineEnd);
+    if (line === '') {
+      flush();
+      return { headers, body: nl < 0 ? '' : s.slice(nl + 1) };
+    }
+    if ((line[0] === ' ' || line[0] === '\t') && current !== undefined) current.push(line);
+    else if (HEADER_LINE.test(line)) {
+      flush();
+      current = [line];
+    } else {
+      // Not a header: the text has no (more) header section; what we read so far was body too.
+      if (headers.length === 0 && current === undefined) return { headers: [], body: s };
+      flush();
+      return { headers, body: s.slice(pos) };
+    }
+    if (nl < 0) {
+      flush();
+      return { headers, body: '' };
+    }
+    pos = nl + 1;
+  }
+}
+
+export function headerValue(headers: HeaderField[], name: string): string | undefined {
+  return headers.find((h) => h.name === name)?.value;
+}
+
+/** The media type (lower case) and parameters of a Content-Type value (RFC 2045 §5.1). */
+export function parseContentType(value: string | undefined): { type: string; params: Map<string, string> } {
+  const params = new Map<string, string>();
+  if (value === undefined) return { type: 'text/plain', params };
+  const semi = value.indexOf(';');
+  const type = (semi < 0 ? value : value.slice(0, semi)).trim().toLowerCase();
+  const re = /;\s*([^\s=;]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s;]*))/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(value)) !== null) {
+    params.set(m[1]!.toLowerCase(), m[2] !== undefined ? m[2].replace(/\\(.)/g, '$1') : (m[3] ?? ''));
+  }
+  return { type, params };
+}
+
+/** Base64 in 76-character lines with CRLF (RFC 2045 §6.8). */
+export function base64Lines(bytes: Uint8Array): string {
+  const b64 = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64');
+  const lines: string[] = [];
+  for (let i = 0; i < b64.length; i += 76) lines.push(b64.slice(i, i + 76));
+  return lines.join('\r\n') + '\r\n';
+}
+
+export function isContentHeader(name: string): boolean {
+  return name.startsWith('content-') || name === 'mime-version';
+}
+
+/**
+ * Separates a message into the headers that stay outside the S/MIME wrapper (From, To,
+ * Subject, ...) and the MIME entity that gets signed or encrypted (its Content-* headers and
+ * body). A text without a header section becomes a text/plain entity.
+ */
+export function separateOuterHeaders(message: string): { outer: string[]; entity: string } {
+  const { headers, body } = splitEntity(message);
+  const outer = headers.filter((h) => !isContentHeader(h.name)).map((h) => h.raw);
+  const inner = headers.filter((h) => isContentHeader(h.name) && h.name !== 'mime-version').map((h) => h.raw);
+  if (!inner.some((h) => /^content-type\s*:/i.test(h))) {
+    inner.unshift(`Content-Type: text/plain; charset=${/[\x80-\xff]/.test(body) ? 'utf-8' : 'us-ascii'}`);
+  }
+  return { outer, entity: inner.join('\r\n') + '\r\n\r\n' + body };
+}
+
+/**
+ * Canonical form of an entity for signing (RFC 8551 §3.1): CRLF line ends everywhere, and every
+ * leaf part that a 7-bit hop would re-encode (8-bit or NUL bytes, lines over 998 octets,
+ * `8bit`/`binary` transfer encodings) re-encoded as base64 first, so the signed bytes survive
+ * transport unchanged.
+ */
+export function canonicalizeEntity(entity: string, depth = 0): string {
+  const { headers, body } = splitEntity(entity);
+  const head = headers.map((h) => toCrlf(h.raw)).join('\r\n');
+  const { type, params } = parseContentType(headerValue(headers, 'content-type'));
+  const boundary = params.get('boundary');
+  if (type.startsWith('multipart/') && boundary !== undefined && depth < MAX_MIME_DEPTH) {
+    const split = splitMultipart(body, boundary);
+    if (split !== undefined) {
+      const parts = split.parts.map((p) => canonicalizeEntity(p, depth + 1));
+      let out = head + '\r\n\r\n';
+      out += split.preamble === '' ? '' : toCrlf(split.preamble) + '\r\n';
+      for (const p of parts) out += `--${boundary}\r\n${p}\r\n`;
+      out += `--${boundary}--`;
+      out += split.epilogue === undefined ? '\r\n' : toCrlf(split.epilogue);
+      return out;
+    }
+  }
+  const cte = (headerValue(headers, 'content-transfer-encoding') ?? '7bit').toLowerCase();
+  const needsEncoding =
+    // eslint-disable-next-line no-control-regex -- NUL is exactly what must not travel unencoded
+    cte === '8bit' || cte === 'binary' || /[\x80-\xff\x00]/.test(body) || /[^\r\n]{999}/.test(body);
+  if (!needsEncoding || type.startsWith('message/') || type.startsWith('multipart/')) {
+    return head + '\r\n\r\n' + toCrlf(body);
+  }
+  // Text keeps canonical CRLF line ends inside the base64 (RFC 2049 §4); other types their bytes.
+  const bytes = Buffer.from(type.startsWith('text/') ? toCrlf(body) : body, 'latin1');
+  const kept = headers.filter((h) => h.name !== 'content-transfer-encoding').map((h) => toCrlf(h.raw));
+  kept.push('Content-Transfer-Encoding: base64');
+  return kept.join('\r\n') + '\r\n\r\n' + base64Lines(bytes);
+}
+
+/**
+ * The body parts of a multipart body (RFC 2046 §5.1.1): the CRLF before each delimiter belongs
+ * to the delimiter, so a part's bytes are exactly what a signature covers. `undefined` when the
+ * first delimiter is missing.
+ */
+export function splitMultipart(
+  body: string,
+  boundary: string,
+): { preamble: string; parts: string[]; epilogue: string | undefined } | undefined {
+  const escaped = boundary.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = new RegExp(`(^|\\r?\\n)--${escaped}(--)?[ \\t]*(\\r?\\n|$)`, 'g');
+  let preamble: string | undefined;
+  const parts: string[] = [];
+  let from = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(body)) !== null) {
+    const chunk = body.slice(from, m.index);
+    if (preamble === undefined) preamble = chunk;
+    else parts.push(chunk);
+    from = m.index + m[0].length;
+    if (m[2] === '--') return { preamble, parts, epilogue: (m[3] ?? '') + body.slice(from) };
+    // The line end that closed this delimiter may be the start of the next match.
+    re.lastIndex = from;
+  }
+  if (preamble === undefined) return undefined;
+  // No close delimiter: take what is there (a truncated message still shows its parts).
+  parts.push(body.slice(from));
+  return { preamble, parts, epilogue: undefined };
+}
+
+export function randomBoundary(prefix: string): string {
+  return `----=_${prefix}_${Buffer.from(crypto.getRandomValues(new Uint8Array(12))).toString('hex')}`;
+}
