@@ -87,6 +87,12 @@ export function certificateFromDer(der: Buffer): CertInfo {
 }
 
 function describeCertificate(x509: X509Certificate): CertInfo {
+  try {
+    // OpenSSL decodes the key lazily: a damaged SubjectPublicKeyInfo would throw later, anywhere.
+    void x509.publicKey;
+  } catch (cause) {
+    throw new CryptoError('malformed', 'certificate public key could not be read', { cause });
+  }
   const der = Buffer.from(x509.raw);
   const cert = readAsn1(der);
   const tbs = child(cert, 0, 'tbsCertificate');

@@ -233,6 +233,20 @@ const MAX_RECIPIENTS = 1000;
 // ---------------------------------------------------------------------------------------------
 // Inputs
 
+/**
+ * Hostile input must end in a CryptoError: anything else thrown while taking a message apart
+ * (an OpenSSL decoder error on a damaged key inside a certificate, say) is reported as
+ * `malformed`, with the original kept as `cause`.
+ */
+function asCryptoError<T>(verb: string, run: () => T): T {
+  try {
+    return run();
+  } catch (err) {
+    if (err instanceof CryptoError) throw err;
+    throw new CryptoError('malformed', `${verb}: the message could not be processed`, { cause: err });
+  }
+}
+
 function asBuffer(message: string | Uint8Array): Buffer {
   if (typeof message === 'string') return Buffer.from(message, 'utf8');
   return Buffer.from(message.buffer, message.byteOffset, message.byteLength);
@@ -709,6 +723,10 @@ function unwrapContentKey(
  * the recipient entries; `no-matching-key` when none is addressed to us.
  */
 export async function decrypt(options: DecryptOptions): Promise<DecryptResult> {
+  return asCryptoError('decrypt', () => decryptNow(options));
+}
+
+function decryptNow(options: DecryptOptions): DecryptResult {
   rejectUnknownOptions('decrypt', options, ['message', 'decryptionKeys']);
   const keys = asPreparedDecryptionKeys(asList(options.decryptionKeys));
   if (keys.length === 0) throw new CryptoError('no-matching-key', 'decrypt: no decryption keys given');
@@ -1036,6 +1054,10 @@ const TRUST_TO_CODE: Record<TrustStatus, CryptoErrorCode> = {
  * `expectSigned`, an unsigned or invalid message throws instead (signature stripping).
  */
 export async function verify(options: VerifyOptions): Promise<SmimeVerificationResult> {
+  return asCryptoError('verify', () => verifyNow(options));
+}
+
+function verifyNow(options: VerifyOptions): SmimeVerificationResult {
   rejectUnknownOptions('verify', options, [
     'message',
     'trustAnchors',
@@ -1072,13 +1094,19 @@ export async function verify(options: VerifyOptions): Promise<SmimeVerificationR
 
   // SignedData: version, digestAlgorithms, encapContentInfo, [0] certificates?, [1] crls?, signerInfos
   const sd = signedDataNode;
+  // RFC 5652 §5.1: versions 1, 3, 4, 5; digestAlgorithms a SET of AlgorithmIdentifiers.
+  if (![1, 3, 4, 5].includes(smallIntOf(sd.children[0])))
+    throw new CryptoError('malformed', 'SignedData version');
+  const digestAlgorithms = expectTag(child(sd, 1, 'digestAlgorithms'), Tag.SET, 'digestAlgorithms');
+  if (!digestAlgorithms.children.every((c) => is(c, Tag.SEQUENCE)))
+    throw new CryptoError('malformed', 'digestAlgorithms');
   const encap = expectTag(child(sd, 2, 'encapContentInfo'), Tag.SEQUENCE, 'encapContentInfo');
   const eContentType = oidOf(encap.children[0]);
   const eContent = encap.children[1];
   if (eContent !== undefined) {
     if (located.signedPart !== undefined)
       throw new CryptoError('malformed', 'detached signature that carries content too');
-    content = octetsOf(child(eContent, 0, 'eContent'));
+    content = octetsOf(expectTag(child(eContent, 0, 'eContent'), Tag.OCTET_STRING, 'eContent OCTET STRING'));
   } else if (located.signedPart === undefined) {
     throw new CryptoError('malformed', 'opaque SignedData without content');
   }

@@ -68,3 +68,77 @@ export function openssl(args: string[], input?: Uint8Array): { ok: boolean; stdo
 export function readBytes(path: string): Buffer {
   return readFileSync(path);
 }
+
+/**
+ * Issues a certificate with the openssl CLI, for shapes the dev PKI refuses to make (RSA-1024,
+ * SHA-1 signatures, odd extensions). `ext` is an openssl extension section body.
+ */
+export function opensslIssue(
+  ca: KeyAndCert,
+  opts: { commonName: string; bits?: number; md?: string; ext?: string },
+): KeyAndCert {
+  const t = tempDir('courrier-smime-issue-');
+  try {
+    const caCert = t.file('ca.pem', ca.certPem);
+    const caKey = t.file('ca.key', ca.keyPem);
+    const key = t.file('leaf.key');
+    const csr = t.file('leaf.csr');
+    const cert = t.file('leaf.pem');
+    const ext = t.file(
+      'ext.cnf',
+      `[v3]\n${opts.ext ?? 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection'}\n`,
+    );
+    const run = (args: string[]) => {
+      const r = openssl(args);
+      if (!r.ok) throw new Error(`openssl ${args[0]} failed: ${r.stderr}`);
+    };
+    run(['genpkey', '-algorithm', 'RSA', '-pkeyopt', `rsa_keygen_bits:${opts.bits ?? 2048}`, '-out', key]);
+    run(['req', '-new', '-key', key, '-subj', `/CN=${opts.commonName}`, '-out', csr]);
+    run([
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      caCert,
+      '-CAkey',
+      caKey,
+      '-set_serial',
+      String(Date.now()),
+      '-days',
+      '30',
+      `-${opts.md ?? 'sha256'}`,
+      '-extfile',
+      ext,
+      '-extensions',
+      'v3',
+      '-out',
+      cert,
+    ]);
+    return { keyPem: readFileSync(key, 'utf8'), certPem: readFileSync(cert, 'utf8') };
+  } finally {
+    t.dispose();
+  }
+}
+
+/** Signs with the openssl CLI (any digest, any certificate: openssl does not check purpose here). */
+export function opensslSign(signer: KeyAndCert, content: string, args: string[] = []): Buffer {
+  const t = tempDir('courrier-smime-sign-');
+  try {
+    const r = openssl([
+      'cms',
+      '-sign',
+      '-in',
+      t.file('in.txt', content),
+      '-signer',
+      t.file('s.pem', signer.certPem),
+      '-inkey',
+      t.file('s.key', signer.keyPem),
+      ...args,
+    ]);
+    if (!r.ok) throw new Error(`openssl cms -sign failed: ${r.stderr}`);
+    return r.stdout;
+  } finally {
+    t.dispose();
+  }
+}
