@@ -43,6 +43,9 @@ export function latin1ToBytes(text: string): Uint8Array {
 
 /** Bare LF and bare CR become CRLF: the canonical form of MIME text (RFC 2045 §2.7, RFC 3156 §5). */
 export function canonicalCrlf(text: string): string {
+  // Fast paths (a 2 MB message spends tens of ms in the general regex): already CRLF, or LF only.
+  if (!/\r(?!\n)|(?<!\r)\n/.test(text)) return text;
+  if (!text.includes('\r')) return text.replaceAll('\n', '\r\n');
   return text.replace(/\r\n|\r|\n/g, '\r\n');
 }
 
