@@ -442,7 +442,7 @@ export async function sign(options: SignOptions): Promise<Uint8Array> {
       'Content-Transfer-Encoding: base64',
       'Content-Disposition: attachment; filename="smime.p7m"',
     ]);
-    return Buffer.from(head + base64Lines(cms), 'latin1');
+    return Buffer.concat([Buffer.from(head, 'latin1'), base64Lines(cms)]);
   }
   const boundary = randomBoundary('smime');
   const micalg = `sha-${digest.slice(3)}`; // RFC 8551 §3.5.3.2
@@ -450,19 +450,23 @@ export async function sign(options: SignOptions): Promise<Uint8Array> {
     outer,
     `multipart/signed; protocol="application/pkcs7-signature"; micalg=${micalg}; boundary="${boundary}"`,
   );
-  const text =
-    head +
-    'This is a cryptographically signed message in MIME format.\r\n\r\n' +
-    `--${boundary}\r\n` +
-    canonical +
-    `\r\n--${boundary}\r\n` +
-    'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
-    'Content-Transfer-Encoding: base64\r\n' +
-    'Content-Disposition: attachment; filename="smime.p7s"\r\n' +
-    'Content-Description: S/MIME Cryptographic Signature\r\n\r\n' +
-    base64Lines(cms) +
-    `--${boundary}--\r\n`;
-  return Buffer.from(text, 'latin1');
+  return Buffer.concat([
+    Buffer.from(
+      head + 'This is a cryptographically signed message in MIME format.\r\n\r\n' + `--${boundary}\r\n`,
+      'latin1',
+    ),
+    content,
+    Buffer.from(
+      `\r\n--${boundary}\r\n` +
+        'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n' +
+        'Content-Transfer-Encoding: base64\r\n' +
+        'Content-Disposition: attachment; filename="smime.p7s"\r\n' +
+        'Content-Description: S/MIME Cryptographic Signature\r\n\r\n',
+      'latin1',
+    ),
+    base64Lines(cms),
+    Buffer.from(`--${boundary}--\r\n`, 'latin1'),
+  ]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,7 +578,7 @@ export async function encrypt(options: EncryptOptions): Promise<Uint8Array> {
     'Content-Disposition: attachment; filename="smime.p7m"',
     'Content-Description: S/MIME Encrypted Message',
   ]);
-  return Buffer.from(head + base64Lines(cms), 'latin1');
+  return Buffer.concat([Buffer.from(head, 'latin1'), base64Lines(cms)]);
 }
 
 // ---------------------------------------------------------------------------------------------
