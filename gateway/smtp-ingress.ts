@@ -1,4 +1,4 @@
-import { Transform, type TransformCallback, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import {
   SMTPServer,
@@ -63,30 +63,25 @@ function domainOf(address: string): string {
 }
 
 /**
- * Passes the DATA stream through unchanged while watching for a CR or LF that is not part of a
- * CRLF pair (RFC 5321 §2.3.8). Such line endings are how SMTP smuggling hides a second message
- * (`\n.\r\n`); the message is refused as a whole rather than repaired.
+ * Watches the DATA bytes for a CR or LF that is not part of a CRLF pair (RFC 5321 §2.3.8). Such
+ * line endings are how SMTP smuggling hides a second message (`\n.\r\n`); the message is refused
+ * as a whole rather than repaired.
  */
-export class LineEndingGuard extends Transform {
+export class LineEndingCheck {
   bare = false;
   private prev = 0;
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    if (!this.bare) {
-      for (let i = 0; i < chunk.length; i++) {
-        const c = chunk[i]!;
-        if (c === 0x0a && this.prev !== 0x0d) this.bare = true;
-        else if (this.prev === 0x0d && c !== 0x0a) this.bare = true;
-        if (this.bare) break;
-        this.prev = c;
-      }
+  inspect(chunk: Buffer): void {
+    for (let i = 0; i < chunk.length && !this.bare; i++) {
+      const c = chunk[i]!;
+      if ((c === 0x0a && this.prev !== 0x0d) || (this.prev === 0x0d && c !== 0x0a)) this.bare = true;
+      this.prev = c;
     }
-    done(null, chunk);
   }
 
-  override _flush(done: TransformCallback): void {
+  /** Call at the end of the data: a trailing lone CR is bare too. */
+  finish(): void {
     if (this.prev === 0x0d) this.bare = true;
-    done();
   }
 }
 
@@ -282,9 +277,10 @@ function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
 
     onData(stream, session, callback) {
       const log = logOf(session);
-      accept(stream, session)
-        .then((id) => callback(null, `Ok: queued as ${id}`))
-        .catch((err: unknown) => callback(reply(err, log)));
+      accept(stream, session).then(
+        (id) => callback(null, `Ok: queued as ${id}`),
+        (err: unknown) => callback(reply(err, log)),
+      );
     },
 
     onClose(session) {
@@ -299,21 +295,32 @@ function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
     const id = spool.newId();
     const log = logOf(session).child({ queueId: id });
     const receivedAt = new Date();
-    const guard = new LineEndingGuard();
+    const check = new LineEndingCheck();
     const header = receivedHeader(session, id, config.hostname, kind, receivedAt);
+    let refused = false;
     let size: number;
     try {
+      // Iterating the DATA stream itself (not a pipe) makes a client that disconnects mid-DATA
+      // end this with an error (premature close) instead of leaving the spool file open.
       size = await spool.receive(
         id,
         (async function* withHeader() {
           yield header;
-          for await (const chunk of stream.pipe(guard)) yield chunk as Buffer;
+          for await (const chunk of stream as AsyncIterable<Buffer>) {
+            // Once the message is refused, read on to the end of DATA (so the reply can be sent)
+            // but store nothing more: an oversized message must not fill the spool disk.
+            if (refused) continue;
+            if (stream.sizeExceeded) refused = true;
+            else check.inspect(chunk);
+            if (check.bare) refused = true;
+            if (!refused) yield chunk;
+          }
+          check.finish();
         })(),
       );
     } catch (err) {
       // Keep reading so smtp-server sees the end of DATA and can send our reply.
-      stream.unpipe();
-      stream.resume();
+      if (!stream.destroyed) stream.resume();
       await spool.discard(id);
       throw err;
     }
@@ -322,7 +329,7 @@ function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
       log.info({ size }, 'message refused: too big');
       throw smtpError('MESSAGE_TOO_BIG');
     }
-    if (guard.bare) {
+    if (check.bare) {
       await spool.discard(id);
       log.warn({ size }, 'message refused: bare CR or LF in DATA');
       throw smtpError('BARE_LINE_ENDING');

@@ -158,6 +158,44 @@ describe('submission listener', () => {
     expect(fs.readdirSync(path.join(env.dir, 'spool', 'tmp'))).toEqual([]);
   });
 
+  it('stores no more than the size limit of an oversized message while reading it', async () => {
+    const client = await submission();
+    await client.command('MAIL FROM:<alice@courrier.test>');
+    await client.command('RCPT TO:<bob@courrier.test>');
+    expect((await client.command('DATA')).code).toBe(354);
+    const tmpDir = path.join(env.dir, 'spool', 'tmp');
+    let largest = 0;
+    const watch = setInterval(() => {
+      for (const f of fs.readdirSync(tmpDir)) {
+        const st = fs.statSync(path.join(tmpDir, f), { throwIfNoEntry: false });
+        if (st) largest = Math.max(largest, st.size);
+      }
+    }, 2);
+    const line = `${'x'.repeat(998)}\r\n`;
+    for (let i = 0; i < 4000; i++) await client.write(line); // 4 MB against a 64 KB limit
+    const r = await client.sendBody('');
+    clearInterval(watch);
+    expect([r.code, r.enhanced]).toEqual([552, '5.3.4']);
+    expect(largest).toBeLessThan(2 * 65536);
+    await client.quit();
+  });
+
+  it('keeps no file open and nothing in the spool when the client disconnects mid-DATA', async () => {
+    const fds = () => fs.readdirSync('/proc/self/fd').length;
+    const before = fds();
+    for (let i = 0; i < 3; i++) {
+      const client = await submission();
+      await client.command('MAIL FROM:<alice@courrier.test>');
+      await client.command('RCPT TO:<bob@courrier.test>');
+      expect((await client.command('DATA')).code).toBe(354);
+      await client.write('Subject: cut\r\n\r\npart of a letter\r\n');
+      await new Promise((r) => setTimeout(r, 50));
+      client.destroy();
+    }
+    await waitFor(() => fs.readdirSync(path.join(env.dir, 'spool', 'tmp')).length === 0, 5000, 'tmp cleared');
+    await waitFor(() => fds() <= before, 5000, 'file descriptors released');
+  });
+
   it.each([
     ['bare LF', 'Subject: x\r\n\r\nline one\nline two\r\n'],
     ['bare CR', 'Subject: x\r\n\r\nline one\rline two\r\n'],
