@@ -17,7 +17,8 @@ export interface ErrorSpec {
 
 export const ERRORS = {
   // Connection and session
-  SHUTTING_DOWN: { code: 421, enhanced: '4.3.2', message: 'Service shutting down, try again later' },
+  // Sent by smtp-server itself when the gateway stops (its text and code; listed for the docs).
+  SHUTTING_DOWN: { code: 421, enhanced: '4.4.2', message: 'Server shutting down' },
   TLS_REQUIRED: { code: 530, enhanced: '5.7.0', message: 'Must issue a STARTTLS command first' },
   CLIENT_CERT_REQUIRED: {
     code: 530,
@@ -31,10 +32,10 @@ export const ERRORS = {
     enhanced: '4.7.0',
     message: 'Temporary authentication failure, try again later',
   },
-  AUTH_NOT_ON_RELAY: {
-    code: 503,
-    enhanced: '5.5.1',
-    message: 'Authentication is not offered on the relay port',
+  AUTH_THROTTLED: {
+    code: 454,
+    enhanced: '4.7.0',
+    message: 'Too many failed authentications from this address, try again later',
   },
   // Envelope
   SENDER_NOT_OWNED: {
@@ -53,7 +54,8 @@ export const ERRORS = {
     message: 'Recipient address rejected: no such mailbox here',
   },
   RECIPIENT_SYNTAX: { code: 553, enhanced: '5.1.3', message: 'Recipient address syntax not accepted' },
-  TOO_MANY_RECIPIENTS: { code: 452, enhanced: '4.5.3', message: 'Too many recipients for one message' },
+  // Sent by smtp-server itself past smtp.maxRecipients (RFC 5321 §4.5.3.1.10: 452, not 552).
+  TOO_MANY_RECIPIENTS: { code: 452, enhanced: '4.5.3', message: 'Error: too many recipients' },
   DIRECTORY_UNAVAILABLE: {
     code: 451,
     enhanced: '4.4.3',

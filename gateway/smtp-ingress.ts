@@ -34,6 +34,8 @@ export interface IngressDeps {
   queue: DeliveryQueue;
   mailboxes: IngressMailboxes;
   logger: Logger;
+  /** Shared by the listeners; a default one per listener otherwise. */
+  authThrottle?: AuthThrottle;
 }
 
 export type ListenerKind = 'submission' | 'submissions' | 'relay';
@@ -122,6 +124,7 @@ function toEnvelopeRecipient(rcpt: SMTPServerAddress): EnvelopeRecipient {
 export async function startIngress(deps: IngressDeps): Promise<Listener[]> {
   installEnhancedCodeReplies();
   const { config } = deps;
+  deps = { ...deps, authThrottle: deps.authThrottle ?? new AuthThrottle() };
   const listeners: Listener[] = [];
   const sub = config.smtp.submission;
   if (sub.enabled) {
@@ -156,11 +159,49 @@ function listen(deps: IngressDeps, kind: ListenerKind, host: string, port: numbe
   });
 }
 
+/**
+ * Failed AUTH attempts per client address: past `max` failures within `windowMs` the address gets
+ * `454 4.7.0` without a password check (no scrypt time spent, no guessing at full speed).
+ */
+export class AuthThrottle {
+  private failures = new Map<string, { count: number; since: number }>();
+  readonly max: number;
+  readonly windowMs: number;
+
+  constructor(max = 10, windowMs = 15 * 60_000) {
+    this.max = max;
+    this.windowMs = windowMs;
+  }
+
+  blocked(ip: string, now = Date.now()): boolean {
+    const f = this.failures.get(ip);
+    if (!f) return false;
+    if (now - f.since > this.windowMs) {
+      this.failures.delete(ip);
+      return false;
+    }
+    return f.count >= this.max;
+  }
+
+  fail(ip: string, now = Date.now()): void {
+    const f = this.failures.get(ip);
+    if (!f || now - f.since > this.windowMs) this.failures.set(ip, { count: 1, since: now });
+    else f.count++;
+    // Bounded memory: forget the oldest entries past 10 000 addresses.
+    if (this.failures.size > 10_000) this.failures.delete(this.failures.keys().next().value!);
+  }
+
+  succeed(ip: string): void {
+    this.failures.delete(ip);
+  }
+}
+
 function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
   const { config, spool, queue, mailboxes, logger } = deps;
   const isRelay = kind === 'relay';
   const localDomains = new Set(config.localDomains);
   const sessionLog = new WeakMap<SMTPServerSession, Logger>();
+  const throttle = deps.authThrottle ?? new AuthThrottle();
   const logOf = (s: SMTPServerSession): Logger => sessionLog.get(s) ?? logger;
 
   const options: SMTPServerOptions = {
@@ -217,13 +258,20 @@ function createSmtpServer(deps: IngressDeps, kind: ListenerKind): SMTPServer {
 
     onAuth(auth, session, callback) {
       const username = (auth.username ?? '').trim();
+      const ip = session.remoteAddress;
+      if (throttle.blocked(ip)) {
+        logOf(session).warn({ ip }, 'authentication refused: too many failures from this address');
+        return callback(smtpError('AUTH_THROTTLED'));
+      }
       mailboxes
         .verifyPassword(username, auth.password ?? '')
         .then((ok) => {
           if (!ok) {
-            logOf(session).info({ ip: session.remoteAddress }, 'authentication failed');
+            throttle.fail(ip);
+            logOf(session).info({ ip }, 'authentication failed');
             return callback(smtpError('AUTH_FAILED'));
           }
+          throttle.succeed(ip);
           logOf(session).info({ userDomain: domainOf(username) }, 'authenticated');
           callback(null, { user: normaliseAddress(username) });
         })

@@ -3,12 +3,12 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCertificate, type KeyAndCert } from '../crypto/dev-pki.ts';
 import { openMailboxStore, type MailboxStore } from '../directory/mailbox-store.ts';
-import { startIngress, stopIngress, type Listener } from '../gateway/smtp-ingress.ts';
+import { AuthThrottle, startIngress, stopIngress, type Listener } from '../gateway/smtp-ingress.ts';
 import { openDeliveryQueue, type DeliveryQueue } from '../queue/delivery-queue.ts';
 import { openSpool, type Spool } from '../queue/spool.ts';
 import { dropRedisPrefix, testConfig, waitFor, type TestEnv } from './helpers/gateway-fixture.ts';
 import { testPki, type TestPki } from './helpers/pki.ts';
-import { makeMessage, RawSmtpClient } from './helpers/smtp-client.ts';
+import { makeMessage, RawSmtpClient, type SmtpReply } from './helpers/smtp-client.ts';
 
 const PASSWORD = 'correct horse battery staple';
 let env: TestEnv;
@@ -288,5 +288,28 @@ describe('when Redis is unreachable', () => {
       await deadQueue.close();
       down.cleanup();
     }
+  });
+});
+
+describe('authentication throttle', () => {
+  it('answers 454 4.7.0 without checking passwords after 10 failures from one address', async () => {
+    const throttle = new AuthThrottle(10, 60_000);
+    for (let i = 0; i < 9; i++) throttle.fail('192.0.2.1', 1000);
+    expect(throttle.blocked('192.0.2.1', 1000)).toBe(false);
+    throttle.fail('192.0.2.1', 1000);
+    expect(throttle.blocked('192.0.2.1', 1000)).toBe(true);
+    expect(throttle.blocked('192.0.2.2', 1000)).toBe(false);
+    expect(throttle.blocked('192.0.2.1', 1000 + 60_001)).toBe(false);
+  });
+
+  it('is enforced on the wire', async () => {
+    const client = await submission(false);
+    let last: SmtpReply = { code: 0, text: '' };
+    for (let i = 0; i < 11; i++) last = await client.authPlain('alice@courrier.test', `wrong password ${i}`);
+    expect([last.code, last.enhanced]).toEqual([454, '4.7.0']);
+    // Even the right password is refused while the address is throttled.
+    const right = await client.authPlain('alice@courrier.test', PASSWORD);
+    expect(right.code).toBe(454);
+    await client.quit();
   });
 });
