@@ -272,6 +272,16 @@ export function tlv(identifier: number, ...content: Buffer[]): Buffer {
   return Buffer.concat([Buffer.from([identifier]), lengthOctets(len), ...content]);
 }
 
+/**
+ * A TLV as a list of chunks (header, then the parts as given): nests large contents (a 2 MB
+ * ciphertext) without copying them at every level; `Buffer.concat` once at the end.
+ */
+export function tlvChunks(identifier: number, parts: Buffer[]): Buffer[] {
+  let len = 0;
+  for (const p of parts) len += p.length;
+  return [Buffer.concat([Buffer.from([identifier]), lengthOctets(len)]), ...parts];
+}
+
 export const der = {
   sequence: (...items: Buffer[]): Buffer => tlv(0x30, ...items),
   /** SET with the given order (use `setOf` for DER's sorted SET OF). */

@@ -24,9 +24,17 @@ const MAX_MIME_DEPTH = 20;
 
 /** CRLF for every line end (bare LF and bare CR included). */
 export function toCrlf(s: string): string {
-  // Fast path: a message already in canonical form is returned as is.
-  if (!/\r(?!\n)|(?<!\r)\n/.test(s)) return s;
+  // Fast path (native indexOf, no regex over megabytes): already canonical, returned as is.
+  if (isCrlf(s)) return s;
   return s.replace(/\r\n|\r|\n/g, '\r\n');
+}
+
+function isCrlf(s: string): boolean {
+  for (let i = s.indexOf('\n'); i >= 0; i = s.indexOf('\n', i + 1))
+    if (s.charCodeAt(i - 1) !== 13) return false;
+  for (let i = s.indexOf('\r'); i >= 0; i = s.indexOf('\r', i + 1))
+    if (s.charCodeAt(i + 1) !== 10) return false;
+  return true;
 }
 
 /** Splits the header section from the body (RFC 5322 §2.1). A text without headers has none. */
@@ -127,6 +135,34 @@ export function separateOuterHeaders(message: string): { outer: string[]; entity
     inner.unshift(`Content-Type: text/plain; charset=${/[\x80-\xff]/.test(body) ? 'utf-8' : 'us-ascii'}`);
   }
   return { outer, entity: inner.join('\r\n') + '\r\n\r\n' + body };
+}
+
+/**
+ * `separateOuterHeaders` for bytes, without turning a multi-megabyte body into a JS string:
+ * only the header section is handled as text; the body is copied once (made CRLF if needed).
+ */
+export function separateOuterHeadersBytes(message: Buffer): { outer: string[]; entity: Buffer } {
+  const crlf = message.indexOf('\r\n\r\n');
+  const lf = message.indexOf('\n\n');
+  const [end, sepLength] = crlf >= 0 && (lf < 0 || crlf < lf) ? [crlf, 4] : [lf, 2];
+  const headText = end < 0 ? '' : message.subarray(0, end).toString('latin1') + '\r\n\r\n';
+  const head = splitEntity(headText);
+  if (end < 0 || head.headers.length === 0 || head.body !== '') {
+    // No (clean) header section: the general path.
+    const { outer, entity } = separateOuterHeaders(message.toString('latin1'));
+    return { outer, entity: Buffer.from(toCrlf(entity), 'latin1') };
+  }
+  const { outer, entity } = separateOuterHeaders(headText);
+  let body = message.subarray(end + sepLength);
+  if (!bytesAreCrlf(body)) body = Buffer.from(toCrlf(body.toString('latin1')), 'latin1');
+  return { outer, entity: Buffer.concat([Buffer.from(toCrlf(entity), 'latin1'), body]) };
+}
+
+function bytesAreCrlf(b: Buffer): boolean {
+  for (let i = b.indexOf(0x0a); i >= 0; i = b.indexOf(0x0a, i + 1))
+    if (i === 0 || b[i - 1] !== 0x0d) return false;
+  for (let i = b.indexOf(0x0d); i >= 0; i = b.indexOf(0x0d, i + 1)) if (b[i + 1] !== 0x0a) return false;
+  return true;
 }
 
 /**

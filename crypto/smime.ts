@@ -25,6 +25,7 @@ import {
   Tag,
   TagClass,
   timeOf,
+  tlvChunks,
   type Asn1Node,
 } from './asn1-der.ts';
 import { parseCrl, type ParsedCrl } from './cert-crl.ts';
@@ -48,6 +49,7 @@ import {
   parseContentType,
   randomBoundary,
   separateOuterHeaders,
+  separateOuterHeadersBytes,
   splitEntity,
   splitMultipart,
   toCrlf,
@@ -538,8 +540,7 @@ export async function encrypt(options: EncryptOptions): Promise<Uint8Array> {
     throw new CryptoError('unsupported', 'encrypt: keyTransport must be rsa-oaep or rsa-pkcs1');
   const date = options.date ?? new Date();
 
-  const { outer, entity } = separateOuterHeaders(asBuffer(options.message).toString('latin1'));
-  const plaintext = Buffer.from(toCrlf(entity), 'latin1');
+  const { outer, entity: plaintext } = separateOuterHeadersBytes(asBuffer(options.message));
   const cek = randomBytes(bits / 8);
   const unique = certs.filter((c, i) => certs.findIndex((d) => d.der.equals(c.der)) === i);
   const recipients = der.setOf(...unique.map((c) => recipientInfo(c, cek, kind, date)));
@@ -553,24 +554,17 @@ export async function encrypt(options: EncryptOptions): Promise<Uint8Array> {
       der.oid(bits === 256 ? OID.aes256Gcm : OID.aes128Gcm),
       der.sequence(der.octetString(nonce), der.integer(16)),
     );
-    const body = der.sequence(
-      der.integer(0),
-      recipients,
-      der.sequence(der.oid(OID.data), alg, der.implicitPrimitive(0, ciphertext)),
-      der.octetString(cipher.getAuthTag()),
-    );
-    cms = contentInfo(OID.authEnvelopedData, body);
+    const eci = tlvChunks(0x30, [der.oid(OID.data), alg, ...tlvChunks(0x80, [ciphertext])]);
+    const body = tlvChunks(0x30, [der.integer(0), recipients, ...eci, der.octetString(cipher.getAuthTag())]);
+    cms = Buffer.concat(tlvChunks(0x30, [der.oid(OID.authEnvelopedData), ...tlvChunks(0xa0, body)]));
   } else {
     const iv = randomBytes(16);
     const cipher = createCipheriv(`aes-${bits}-cbc`, cek, iv);
     const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
     const alg = der.sequence(der.oid(bits === 256 ? OID.aes256Cbc : OID.aes128Cbc), der.octetString(iv));
-    const body = der.sequence(
-      der.integer(0),
-      recipients,
-      der.sequence(der.oid(OID.data), alg, der.implicitPrimitive(0, ciphertext)),
-    );
-    cms = contentInfo(OID.envelopedData, body);
+    const eci = tlvChunks(0x30, [der.oid(OID.data), alg, ...tlvChunks(0x80, [ciphertext])]);
+    const body = tlvChunks(0x30, [der.integer(0), recipients, ...eci]);
+    cms = Buffer.concat(tlvChunks(0x30, [der.oid(OID.envelopedData), ...tlvChunks(0xa0, body)]));
   }
   const smimeType = authenticated ? 'authEnveloped-data' : 'enveloped-data';
   const head = mimeHeaders(outer, `application/pkcs7-mime; smime-type=${smimeType}; name="smime.p7m"`, [
