@@ -46,6 +46,7 @@ import {
   base64Lines,
   canonicalizeEntity,
   headerValue,
+  isSevenBitCanonical,
   parseContentType,
   randomBoundary,
   separateOuterHeaders,
@@ -434,9 +435,14 @@ export async function sign(options: SignOptions): Promise<Uint8Array> {
   if (keys.length === 0 || keys.length > MAX_SIGNERS)
     throw new CryptoError('no-matching-key', `sign: 1 to ${MAX_SIGNERS} signing keys needed`);
   const signers = keys.map((k) => prepareSigner(k, date));
-  const { outer, entity } = separateOuterHeaders(asBuffer(options.message).toString('latin1'));
-  const canonical = canonicalizeEntity(entity);
-  const content = Buffer.from(canonical, 'latin1');
+  const bytes = asBuffer(options.message);
+  // Fast path: a message already 7-bit clean (the usual case: base64 attachments) stays bytes.
+  let { outer, entity: content } = separateOuterHeadersBytes(bytes);
+  if (!isSevenBitCanonical(content)) {
+    const split = separateOuterHeaders(bytes.toString('latin1'));
+    outer = split.outer;
+    content = Buffer.from(canonicalizeEntity(split.entity), 'latin1');
+  }
   const detached = options.detached ?? true;
   const cms = signedData(signers, content, detached, digest, rsaPadding, date);
   if (!detached) {

@@ -212,3 +212,15 @@ describe('encrypt / decrypt', () => {
     expect(v.valid).toBe(true);
   });
 });
+
+describe('base64Lines', () => {
+  it('matches Buffer base64 in 76-character CRLF lines for every tail length', async () => {
+    const { base64Lines } = await import('../crypto/smime-mime.ts');
+    const { randomBytes } = await import('node:crypto');
+    for (const len of [0, 1, 2, 3, 56, 57, 58, 113, 114, 115, 10_000]) {
+      const b = randomBytes(len);
+      const expected = (b.toString('base64').match(/.{1,76}/g) ?? []).map((l) => l + '\r\n').join('');
+      expect(base64Lines(b).toString('latin1')).toBe(expected);
+    }
+  });
+});
