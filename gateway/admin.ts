@@ -12,13 +12,15 @@ import type { Envelope, MessageState, RecipientStatus } from '../queue/types.ts'
 export interface MessageStatus {
   id: string;
   /** queued: waiting or deferred; held: stopped by an admin; finished: every recipient final. */
-  status: 'queued' | 'held' | 'finished' | 'purged';
+  status: 'queued' | 'held' | 'finished' | 'purged' | 'unreadable';
   mailFrom: string;
   receivedAt: string;
   size: number;
   attempts: number;
   nextAttemptAt?: string;
   recipients: RecipientStatus[];
+  /** Why the spool files could not be read (status `unreadable`). */
+  problem?: string;
 }
 
 export class AdminError extends Error {
@@ -68,7 +70,18 @@ export function listQueue(spool: Spool): MessageStatus[] {
       out.push(messageStatus(spool, id));
     } catch (err) {
       // Finished between listing and reading: not in the queue any more.
-      if (!(err instanceof AdminError)) throw err;
+      if (err instanceof AdminError) continue;
+      // A damaged spool file: show the message rather than hide the whole queue.
+      out.push({
+        id,
+        status: 'unreadable',
+        mailFrom: '',
+        receivedAt: '',
+        size: 0,
+        attempts: 0,
+        recipients: [],
+        problem: err instanceof Error ? err.message : String(err),
+      });
     }
   }
   return out;
@@ -109,6 +122,11 @@ export async function retryMessage(spool: Spool, queue: DeliveryQueue, id: strin
   const job = await queue.queue.getJob(id);
   if (job && (await job.isDelayed())) {
     await job.promote();
+    return;
+  }
+  if (job && (await job.isActive())) {
+    // An attempt is running: ask for another one as soon as it ends.
+    spool.writeControl(id, { ...spool.readControl(id), retryNow: true });
     return;
   }
   if (!job) await queue.enqueue(id);

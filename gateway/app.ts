@@ -47,6 +47,11 @@ export interface App {
   stop(): Promise<void>;
 }
 
+/** The gateway could not start (a port in use, say); everything it had opened is closed again. */
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}
+
 /** Starts a gateway. Resolves once every listener is bound. */
 export async function startApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const logger = overrides.logger ?? createLogger(config.log.level);
@@ -120,7 +125,12 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
   let recovering: Promise<void> | undefined;
   const recover = (): Promise<void> => {
     // One sweep at a time; a sweep asked for during one is covered by it.
-    recovering ??= recoverSpool({ spool, queue, logger: logger.child({ part: 'recovery' }) })
+    recovering ??= recoverSpool({
+      spool,
+      queue,
+      logger: logger.child({ part: 'recovery' }),
+      ...(worker ? { isActive: (id: string) => worker!.isActive(id) } : {}),
+    })
       .then(() => undefined)
       .catch((err: unknown) => logger.warn({ err }, 'spool recovery failed; will try again'))
       .finally(() => {
@@ -146,14 +156,28 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
 
   let listeners: Listener[] = [];
   if (overrides.ingress !== false) {
-    listeners = await startIngress({
-      config,
-      tls,
-      spool,
-      queue,
-      mailboxes,
-      logger: logger.child({ part: 'smtp' }),
-    });
+    try {
+      listeners = await startIngress({
+        config,
+        tls,
+        spool,
+        queue,
+        mailboxes,
+        logger: logger.child({ part: 'smtp' }),
+      });
+    } catch (err) {
+      // Close what was opened, so the process can exit instead of lingering half started.
+      for (const t of timers) clearInterval(t);
+      await worker?.close();
+      await recovering;
+      await deliverer.close();
+      await queue.close();
+      mailboxes.close();
+      throw new StartupError(
+        `cannot start the SMTP listeners: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
+    }
     for (const l of listeners) logger.info({ listener: l.kind, host: l.host, port: l.port }, 'listening');
   }
 

@@ -26,7 +26,7 @@ import {
   retryMessage,
   type MessageStatus,
 } from './admin.ts';
-import { startApp } from './app.ts';
+import { StartupError, startApp } from './app.ts';
 import { ensureDataDir, type DataPaths } from './first-run.ts';
 import { createLogger } from './log.ts';
 
@@ -48,6 +48,7 @@ function printJsonOr(json: boolean, value: unknown, text: () => string): void {
 }
 
 function formatStatus(m: MessageStatus): string {
+  if (m.status === 'unreadable') return `${m.id}  unreadable: ${m.problem ?? ''}`;
   const lines = [
     `${m.id}  ${m.status}  from ${m.mailFrom}  ${m.size} bytes  received ${m.receivedAt}  attempts ${m.attempts}` +
       (m.nextAttemptAt ? `  next ${m.nextAttemptAt}` : ''),
@@ -309,7 +310,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    if (err instanceof AdminError || err instanceof MailboxError) {
+    if (err instanceof AdminError || err instanceof MailboxError || err instanceof StartupError) {
       console.error(`courrier: ${err.message}`);
       process.exitCode = 1;
       return;

@@ -127,14 +127,17 @@ export async function startIngress(deps: IngressDeps): Promise<Listener[]> {
   deps = { ...deps, authThrottle: deps.authThrottle ?? new AuthThrottle() };
   const listeners: Listener[] = [];
   const sub = config.smtp.submission;
-  if (sub.enabled) {
-    listeners.push(await listen(deps, 'submission', sub.host, sub.port));
-    if (sub.implicitTlsPort !== undefined) {
-      listeners.push(await listen(deps, 'submissions', sub.host, sub.implicitTlsPort));
-    }
-  }
-  if (config.smtp.relay.enabled) {
-    listeners.push(await listen(deps, 'relay', config.smtp.relay.host, config.smtp.relay.port));
+  const wanted: Array<[ListenerKind, string, number]> = [];
+  if (sub.enabled) wanted.push(['submission', sub.host, sub.port]);
+  if (sub.enabled && sub.implicitTlsPort !== undefined)
+    wanted.push(['submissions', sub.host, sub.implicitTlsPort]);
+  if (config.smtp.relay.enabled) wanted.push(['relay', config.smtp.relay.host, config.smtp.relay.port]);
+  try {
+    for (const [kind, host, port] of wanted) listeners.push(await listen(deps, kind, host, port));
+  } catch (err) {
+    // All or nothing: a port in use must not leave the other listeners half up.
+    await stopIngress(listeners);
+    throw err;
   }
   return listeners;
 }

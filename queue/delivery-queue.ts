@@ -10,6 +10,8 @@ export const DELIVERY_QUEUE = 'deliver';
 /** Job data: a reference to the spool, never message bytes or envelopes (they stay on disk). */
 export interface DeliveryJobData {
   id: string;
+  /** Consecutive attempts that failed on our side (not the next hop's). */
+  internalErrors?: number;
 }
 
 export interface QueueConnectionOptions {
@@ -82,12 +84,16 @@ export interface DeliveryWorkerOptions extends QueueConnectionOptions {
 
 export interface DeliveryWorker {
   readonly worker: Worker<DeliveryJobData>;
+  /** Is this message being delivered by this process right now? */
+  isActive(id: string): boolean;
   /** Waits for running deliveries to finish, then disconnects. */
   close(): Promise<void>;
 }
 
-/** A bug or a spool read error must not lose the job: try again in a minute. */
+/** A bug or a spool read error must not lose the job: try again in a minute... */
 const RETRY_AFTER_UNEXPECTED_ERROR_MS = 60_000;
+/** ...ten times, then hold the message for an admin. */
+const MAX_INTERNAL_ERRORS = 10;
 
 export function startDeliveryWorker(opts: DeliveryWorkerOptions): DeliveryWorker {
   const connection = new Redis(opts.redisUrl, {
@@ -98,9 +104,19 @@ export function startDeliveryWorker(opts: DeliveryWorkerOptions): DeliveryWorker
   connection.on('error', () => {});
   const now = opts.now ?? Date.now;
 
+  // Messages being delivered by this process. A second job for one of them (Redis came back empty
+  // and recovery queued it again while the first run goes on) must wait, not deliver in parallel.
+  const active = new Set<string>();
+
   const processor = async (job: Job<DeliveryJobData>, token?: string): Promise<void> => {
     const id = job.data.id;
     const log = opts.logger.child({ queueId: id, job: job.id });
+    if (active.has(id) || !opts.spool.tryLock(id)) {
+      log.debug({}, 'message is being delivered elsewhere; job postponed');
+      await job.moveToDelayed(now() + opts.lockDuration, token);
+      throw new DelayedError();
+    }
+    active.add(id);
     let nextAttemptAt: number | undefined;
     try {
       ({ nextAttemptAt } = await processMessage(id, {
@@ -112,8 +128,23 @@ export function startDeliveryWorker(opts: DeliveryWorkerOptions): DeliveryWorker
         now,
       }));
     } catch (err) {
-      log.error({ err }, 'delivery attempt failed unexpectedly; retrying in 60 s');
+      const failures = (job.data.internalErrors ?? 0) + 1;
+      if (failures >= MAX_INTERNAL_ERRORS) {
+        // Not a delivery problem but ours (corrupt spool file, a bug): stop and show it to the
+        // admin (`courrier queue list` shows it held) instead of looping forever.
+        log.error(
+          { err, failures },
+          'delivery keeps failing on an internal error; message held for an admin',
+        );
+        opts.spool.writeControl(id, { held: true, by: 'courrier: repeated internal errors', at: now() });
+        return;
+      }
+      log.error({ err, failures }, 'delivery attempt failed unexpectedly; retrying in 60 s');
+      await job.updateData({ ...job.data, internalErrors: failures });
       nextAttemptAt = now() + RETRY_AFTER_UNEXPECTED_ERROR_MS;
+    } finally {
+      active.delete(id);
+      opts.spool.unlock(id);
     }
     if (nextAttemptAt !== undefined) {
       await job.moveToDelayed(nextAttemptAt, token);
@@ -136,6 +167,7 @@ export function startDeliveryWorker(opts: DeliveryWorkerOptions): DeliveryWorker
   worker.on('error', (err) => opts.logger.warn({ err: { message: err.message } }, 'queue worker error'));
   return {
     worker,
+    isActive: (id) => active.has(id),
     async close() {
       await worker.close();
       connection.disconnect();

@@ -106,6 +106,12 @@ export async function processMessage(id: string, deps: ProcessDeps): Promise<Pro
     }
   }
 
+  if (control.retryNow) {
+    // Asked for while an earlier run was going on: this run is that attempt.
+    const { retryNow: _retryNow, ...rest } = control;
+    spool.writeControl(id, rest);
+  }
+
   // Reports owed from a previous run that died before queuing them.
   await sendFinalReports(envelope, state, deps);
 
@@ -133,7 +139,20 @@ export async function processMessage(id: string, deps: ProcessDeps): Promise<Pro
   }
 
   await maybeSendDelayWarning(envelope, state, deps);
-  if (spool.readControl(id).held) return { finished: false, held: true };
+  // An admin may have acted while this attempt ran.
+  const after = spool.readControl(id);
+  if (after.purge) {
+    for (const r of state.recipients) if (!isFinal(r)) r.state = 'purged';
+    finish(spool, envelope, state, now(), 'purged');
+    log.info({ by: after.by }, 'message purged by an admin');
+    return { finished: true };
+  }
+  if (after.held) return { finished: false, held: true };
+  if (after.retryNow) {
+    const { retryNow: _retryNow, ...rest } = after;
+    spool.writeControl(id, rest);
+    return { finished: false, nextAttemptAt: now() };
+  }
   return { finished: false, nextAttemptAt: state.nextAttemptAt };
 }
 

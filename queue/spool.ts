@@ -39,6 +39,13 @@ export interface Spool {
   writeState(state: MessageState): void;
   readControl(id: string): MessageControl;
   writeControl(id: string, control: MessageControl): void;
+  /**
+   * Takes the per-message lock (one delivery run at a time, across processes sharing the spool).
+   * False when another live process, or this one, holds it; a lock left by a dead process is
+   * taken over.
+   */
+  tryLock(id: string): boolean;
+  unlock(id: string): void;
   /** Moves a message out of the queue, keeping its tracking record. */
   finish(record: FinishedRecord): void;
   readFinished(id: string): FinishedRecord | undefined;
@@ -48,6 +55,18 @@ export interface Spool {
   cleanTmp(olderThanMs: number): Promise<number>;
   /** Removes tracking records older than `olderThanMs`; returns how many. */
   pruneFinished(olderThanMs: number): Promise<number>;
+}
+
+/** Identifies this process in lock files: a restarted container can get the same pid again. */
+const INSTANCE = `${process.pid}:${randomBytes(6).toString('hex')}`;
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 const ID_PATTERN = /^[0-9a-z][0-9a-z.-]{5,63}$/;
@@ -185,11 +204,36 @@ export async function openSpool(dir: string): Promise<Spool> {
       replaceFile(q(id, 'ctl'), JSON.stringify(control));
     },
 
+    tryLock(id) {
+      const file = q(id, 'lock');
+      try {
+        fs.writeFileSync(file, INSTANCE, { flag: 'wx', mode: 0o600 });
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = fs.readFileSync(file, 'utf8');
+      if (holder === INSTANCE) return false;
+      const pid = Number(holder.split(':')[0]);
+      if (pid !== process.pid && Number.isInteger(pid) && processAlive(pid)) return false;
+      // Left by a process that is gone (or by an earlier life of this pid): take it over.
+      replaceFile(file, INSTANCE);
+      return true;
+    },
+    unlock(id) {
+      const file = q(id, 'lock');
+      try {
+        if (fs.readFileSync(file, 'utf8') === INSTANCE) fs.rmSync(file, { force: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    },
+
     finish(record) {
       const id = checkId(record.id);
       replaceFile(path.join(doneDir, `${id}.json`), JSON.stringify(record));
       // Envelope first, so a crash part-way leaves no committed message behind.
-      for (const ext of ['env', 'eml', 'state', 'ctl']) fs.rmSync(q(id, ext), { force: true });
+      for (const ext of ['env', 'eml', 'state', 'ctl', 'lock']) fs.rmSync(q(id, ext), { force: true });
     },
     readFinished: (id) => readJson<FinishedRecord>(path.join(doneDir, `${checkId(id)}.json`)),
 
@@ -205,9 +249,19 @@ export async function openSpool(dir: string): Promise<Spool> {
       const limit = Date.now() - olderThanMs;
       // Half-written replacements of state/control files (a process killed between write and
       // rename) sit next to the file they were replacing; the file itself is intact.
+      // Files of a message without its envelope are leftovers of a crash in commit, discard or
+      // finish (the envelope goes first): never a committed message, and they may hold patient
+      // data, so they go too.
+      const queued = await fsp.readdir(queueDir);
+      const committed = new Set(queued.filter((f) => f.endsWith('.env')).map((f) => f.slice(0, -4)));
+      const orphans = queued.filter((f) => {
+        if (f.endsWith('.tmp')) return true;
+        const dot = f.indexOf('.');
+        return dot > 0 && !f.endsWith('.env') && !committed.has(f.slice(0, dot));
+      });
       const candidates = [
         ...(await fsp.readdir(tmpDir)).map((f) => path.join(tmpDir, f)),
-        ...(await fsp.readdir(queueDir)).filter((f) => f.endsWith('.tmp')).map((f) => path.join(queueDir, f)),
+        ...orphans.map((f) => path.join(queueDir, f)),
       ];
       let removed = 0;
       for (const file of candidates) {

@@ -134,6 +134,8 @@ export interface MessageState {
 export interface MessageControl {
   held?: boolean;
   purge?: boolean;
+  /** Attempt again as soon as the running attempt ends (admin `retry`/`release` during one). */
+  retryNow?: boolean;
   /** Who asked and when, for the audit log. */
   by?: string;
   at?: number;

@@ -232,4 +232,25 @@ describe('processMessage', () => {
     expect(await processMessage(id, deps())).toEqual({ finished: true });
     expect(requests).toHaveLength(1);
   });
+
+  it('honours a purge asked for while an attempt was running', async () => {
+    const id = await enqueue([{ address: 'bob@example.org' }]);
+    script = () => {
+      spool.writeControl(id, { purge: true, by: 'admin' });
+      return later;
+    };
+    expect((await processMessage(id, deps())).finished).toBe(true);
+    expect(spool.readFinished(id)).toMatchObject({ reason: 'purged' });
+  });
+
+  it('attempts again at once when a retry was asked for during an attempt', async () => {
+    const id = await enqueue([{ address: 'bob@example.org' }]);
+    script = () => {
+      spool.writeControl(id, { retryNow: true });
+      return later;
+    };
+    const r = await processMessage(id, deps());
+    expect(r.nextAttemptAt).toBe(clock);
+    expect(spool.readControl(id).retryNow).toBeUndefined();
+  });
 });

@@ -119,3 +119,40 @@ describe('spool', () => {
     expect(fs.readdirSync(path.join(dir, 'tmp'))).toEqual([`${fresh}.eml`]);
   });
 });
+
+describe('spool locks and leftovers', () => {
+  it('lets one holder at a time deliver a message, and takes over a dead holder’s lock', async () => {
+    const id = spool.newId();
+    await spool.store(envelope(id, 0), Buffer.from('a\r\n'));
+    expect(spool.tryLock(id)).toBe(true);
+    expect(spool.tryLock(id)).toBe(false); // held by this process already
+    spool.unlock(id);
+    expect(spool.tryLock(id)).toBe(true);
+    spool.unlock(id);
+    // A live process holds it: not ours to take.
+    fs.writeFileSync(path.join(dir, 'queue', `${id}.lock`), `${process.ppid}:other`);
+    expect(spool.tryLock(id)).toBe(false);
+    // A dead one (pid 2^22 + 1 is beyond Linux's pid range) left it: taken over.
+    fs.writeFileSync(path.join(dir, 'queue', `${id}.lock`), `${2 ** 22 + 1}:gone`);
+    expect(spool.tryLock(id)).toBe(true);
+    // An earlier life of this very pid (a restarted container) left it: taken over too.
+    fs.writeFileSync(path.join(dir, 'queue', `${id}.lock`), `${process.pid}:before-restart`);
+    expect(spool.tryLock(id)).toBe(true);
+  });
+
+  it('removes files of messages without an envelope, which a crash can leave behind', async () => {
+    const kept = spool.newId();
+    await spool.store(envelope(kept, 0), Buffer.from('a\r\n'));
+    spool.writeState({ id: kept, attempt: 1, recipients: [], updatedAt: 0 });
+    const orphan = spool.newId();
+    for (const ext of ['eml', 'state', 'ctl'])
+      fs.writeFileSync(path.join(dir, 'queue', `${orphan}.${ext}`), 'x');
+    const old = new Date(Date.now() - 2 * 3_600_000);
+    for (const f of fs.readdirSync(path.join(dir, 'queue')))
+      fs.utimesSync(path.join(dir, 'queue', f), old, old);
+    expect(await spool.cleanTmp(3_600_000)).toBe(3);
+    expect(fs.readdirSync(path.join(dir, 'queue')).sort()).toEqual(
+      [`${kept}.env`, `${kept}.eml`, `${kept}.state`].sort(),
+    );
+  });
+});
