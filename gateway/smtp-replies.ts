@@ -5,7 +5,7 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
  * code alone (any 550 becomes 5.1.1, any 451 4.3.0). Our catalogue (gateway/errors.ts) puts the
  * right enhanced code at the head of the message, e.g. `5.7.1 Relay access denied`; this makes
  * smtp-server send that code instead of adding its own. Replies without one are left alone.
- * test/smtp-replies.test.ts checks the wire format, so a change in smtp-server is caught.
+ * test/ingress.test.ts checks the wire format, so a change in smtp-server is caught.
  */
 const ENHANCED_AT_HEAD = /^[245]\.\d{1,3}\.\d{1,3} /;
 let installed = false;
