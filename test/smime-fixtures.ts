@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,6 +139,63 @@ export function opensslSign(signer: KeyAndCert, content: string, args: string[] 
     ]);
     if (!r.ok) throw new Error(`openssl cms -sign failed: ${r.stderr}`);
     return r.stdout;
+  } finally {
+    t.dispose();
+  }
+}
+
+/** One line of an openssl CA `index.txt` (the responder's database), for `opensslOcspRespond`. */
+export function ocspIndexLine(certPem: string, status: 'V' | { revokedAt: Date; reason?: string }): string {
+  const cert = new X509Certificate(certPem);
+  const stamp = (d: Date) => d.toISOString().slice(2, 19).replace(/[-:T]/g, '') + 'Z';
+  const revoked =
+    status === 'V'
+      ? ''
+      : `${stamp(status.revokedAt)}${status.reason === undefined ? '' : `,${status.reason}`}`;
+  return [
+    status === 'V' ? 'V' : 'R',
+    stamp(cert.validToDate),
+    revoked,
+    cert.serialNumber.toUpperCase(),
+    'unknown',
+    '/' + cert.subject.split('\n').join('/'),
+  ].join('\t');
+}
+
+/**
+ * Answers an OCSP request with the `openssl ocsp` responder in one-shot mode (request and
+ * response as files, no network): `index` is the openssl CA database, `signer` the responder
+ * (the CA itself or a delegated responder), `args` extra flags (`-ndays 1`, `-rmd sha1`,
+ * `-resp_key_id`, `-resp_no_certs`...).
+ */
+export function opensslOcspRespond(opts: {
+  ca: KeyAndCert;
+  signer: KeyAndCert;
+  index: string[];
+  request: Uint8Array;
+  args?: string[];
+}): Buffer {
+  const t = tempDir('courrier-ocsp-');
+  try {
+    const out = t.file('resp.der');
+    const r = openssl([
+      'ocsp',
+      '-index',
+      t.file('index.txt', opts.index.map((l) => l + '\n').join('')),
+      '-CA',
+      t.file('ca.pem', opts.ca.certPem),
+      '-rsigner',
+      t.file('rsigner.pem', opts.signer.certPem),
+      '-rkey',
+      t.file('rsigner.key', opts.signer.keyPem),
+      '-reqin',
+      t.file('req.der', opts.request),
+      '-respout',
+      out,
+      ...(opts.args ?? ['-ndays', '1']),
+    ]);
+    if (!r.ok) throw new Error(`openssl ocsp failed: ${r.stderr}`);
+    return readFileSync(out);
   } finally {
     t.dispose();
   }
