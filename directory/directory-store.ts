@@ -1,0 +1,855 @@
+import { createHash, X509Certificate } from 'node:crypto';
+import type { MailboxStore, MailboxType } from './mailbox-store.ts';
+import { MAILBOX_TYPES, normaliseAddress } from './mailbox-store.ts';
+import type {
+  DirectoryMailbox,
+  KeyFormat,
+  MailboxKey,
+  MailboxStructure,
+  Professional,
+  SearchQuery,
+  Structure,
+  StructureIdType,
+  StructureKind,
+  Team,
+  TeamExpansion,
+  TeamKind,
+  TeamMember,
+  TrustDomainEntry,
+} from './model.ts';
+import { TEAM_KINDS } from './model.ts';
+import { likeEscape, normaliseText, toNationalId } from './normalise.ts';
+import { openPostgresDriver, type PostgresOptions } from './pg-driver.ts';
+import { migrateDirectory } from './schema.ts';
+import { openSqliteDriver, type Row, type SqlDriver, type SqlExecutor } from './sql.ts';
+
+/** One accepted line of an extract, ready to store (see extract-import.ts). */
+export interface ExtractRow {
+  lineNo: number;
+  /** Hash of the line's bytes: equal hash, nothing to write. */
+  hash: string;
+  type: MailboxType;
+  address: string;
+  domain: string;
+  professional?: Professional;
+  structure?: Structure;
+  service?: string;
+  street?: string;
+  postcode?: string;
+  city?: string;
+  department?: string;
+  country?: string;
+  dematerialisation?: boolean;
+}
+
+export interface BatchResult {
+  inserted: number;
+  updated: number;
+  unchanged: number;
+  rejected: { line: number; reason: string }[];
+}
+
+export interface DirectoryStoreOptions {
+  /**
+   * The hosted-mailbox store (mailbox-store.ts): its mailboxes are reported `hosted`, and one that
+   * is not in the directory at all still resolves (source `local`).
+   */
+  hostedMailboxes?: Pick<MailboxStore, 'get'>;
+}
+
+export interface DirectoryCounts {
+  professionals: number;
+  structures: number;
+  mailboxes: number;
+  liveMailboxes: number;
+  teams: number;
+  keys: number;
+  trustDomains: number;
+}
+
+/** Storage and queries of the directory; the same contract on SQLite and PostgreSQL. */
+export interface DirectoryStore {
+  readonly backend: 'sqlite' | 'postgres';
+
+  /** Case-insensitive; a retired mailbox only with `includeRetired`. */
+  resolveAddress(address: string, opts?: { includeRetired?: boolean }): Promise<DirectoryMailbox | undefined>;
+  /** `8`+RPPS, `0`+ADELI or a bare 11-digit RPPS. Live mailboxes only. */
+  findByNationalId(
+    id: string,
+  ): Promise<{ professional: Professional; mailboxes: DirectoryMailbox[] } | undefined>;
+  /** Accent- and case-insensitive; hidden (liste rouge) and retired mailboxes left out by default. */
+  search(query: SearchQuery): Promise<DirectoryMailbox[]>;
+
+  /** Adds or updates a mailbox that is not from the extract (APP, CAB, team addresses...). */
+  saveLocalMailbox(mailbox: {
+    address: string;
+    type: MailboxType;
+    displayName?: string;
+    nationalId?: string;
+    hidden?: boolean;
+  }): Promise<DirectoryMailbox>;
+  /** Liste rouge flag; false if the mailbox is unknown. */
+  setHidden(address: string, hidden: boolean): Promise<boolean>;
+  saveProfessional(professional: Professional): Promise<void>;
+
+  saveTeam(team: Team): Promise<Team>;
+  addTeamMember(teamId: string, member: TeamMember): Promise<void>;
+  removeTeamMember(teamId: string, member: TeamMember): Promise<boolean>;
+  getTeam(idOrAddress: string): Promise<(Team & { members: TeamMember[] }) | undefined>;
+  /** Members' addresses, one per member, deduplicated; `profession` keeps members of one code. */
+  expandTeam(idOrAddress: string, opts?: { profession?: string }): Promise<TeamExpansion | undefined>;
+
+  /**
+   * Attaches a certificate or key to a mailbox (replacing the same bytes). For S/MIME the validity
+   * is read from the certificate when not given.
+   */
+  attachKey(
+    address: string,
+    key: { format: KeyFormat; data: Uint8Array; notBefore?: number; notAfter?: number; preferred?: boolean },
+  ): Promise<MailboxKey>;
+  /** Keys valid at `at` (default now), preferred first, then the latest expiry. */
+  keysFor(
+    address: string,
+    opts?: { at?: number; format?: KeyFormat; includeInvalid?: boolean },
+  ): Promise<MailboxKey[]>;
+  detachKey(address: string, fingerprint: string): Promise<boolean>;
+
+  /**
+   * Stores whitelist entries. `complete`: the set replaces the current one; otherwise (a truncated
+   * file) entries are added or updated and nothing is removed.
+   */
+  saveTrustDomains(
+    entries: readonly TrustDomainEntry[],
+    opts: { complete: boolean },
+  ): Promise<{ entries: number; removed: number }>;
+  isTrustedDomain(domain: string): Promise<boolean>;
+  /** Subject DNs of the operator certificates that may speak for `domain`. */
+  operatorDnsFor(domain: string): Promise<string[]>;
+
+  /** Import primitives, used by importExtract (extract-import.ts). */
+  beginImport(kind: string): Promise<number>;
+  applyExtractBatch(importId: number, rows: readonly ExtractRow[]): Promise<BatchResult>;
+  /** Retires links not seen by the import, then mailboxes left without a live link. */
+  finishImport(
+    importId: number,
+    opts: { retire: boolean; summary: string },
+  ): Promise<{ retiredMailboxes: number; retiredLinks: number }>;
+
+  counts(): Promise<DirectoryCounts>;
+  close(): Promise<void>;
+}
+
+/** Opens (creating if needed) the directory in an SQLite file; may be the hosted-mailbox file. */
+export async function openSqliteDirectory(
+  file: string,
+  options: DirectoryStoreOptions = {},
+): Promise<DirectoryStore> {
+  const driver = openSqliteDriver(file);
+  return createDirectoryStore(driver, options);
+}
+
+/** Opens the directory on PostgreSQL (several gateway instances share it). */
+export async function openPostgresDirectory(
+  pgOptions: PostgresOptions,
+  options: DirectoryStoreOptions = {},
+): Promise<DirectoryStore> {
+  return createDirectoryStore(await openPostgresDriver(pgOptions), options);
+}
+
+const SEARCH_LIMIT = 50;
+const SEARCH_MAX = 500;
+
+async function createDirectoryStore(
+  driver: SqlDriver,
+  options: DirectoryStoreOptions,
+): Promise<DirectoryStore> {
+  try {
+    await migrateDirectory(driver);
+  } catch (err) {
+    await driver.close();
+    throw new Error(`cannot open the directory: ${(err as Error).message}`, { cause: err });
+  }
+  const hosted = options.hostedMailboxes;
+
+  const linksOf = async (db: SqlExecutor, address: string, includeRetired: boolean) =>
+    (
+      await db.all(
+        `SELECT l.*, s.id_type, s.identification, s.name, s.kind FROM dir_mailbox_links l
+         LEFT JOIN dir_structures s ON s.key = l.structure_key
+         WHERE l.address = ? ${includeRetired ? '' : 'AND l.retired_at IS NULL'} ORDER BY l.structure_key`,
+        [address],
+      )
+    )
+      .filter((r) => r.name !== null && r.name !== undefined)
+      .map(toMailboxStructure);
+
+  const hydrate = async (db: SqlExecutor, row: Row, includeRetired = false): Promise<DirectoryMailbox> => {
+    const address = String(row.address);
+    const m: DirectoryMailbox = {
+      address,
+      domain: String(row.domain),
+      type: String(row.type) as MailboxType,
+      source: String(row.source) as 'extract' | 'local',
+      structures: await linksOf(db, address, includeRetired),
+      hidden: Number(row.hidden) === 1,
+      hosted: hosted?.get(address) !== undefined,
+      updatedAt: Number(row.updated_at),
+    };
+    if (row.p_national_id !== null && row.p_national_id !== undefined) m.owner = toProfessional(row, 'p_');
+    if (row.dematerialisation !== null) m.dematerialisation = Number(row.dematerialisation) === 1;
+    if (typeof row.display_name === 'string') m.displayName = row.display_name;
+    if (row.retired_at !== null) m.retiredAt = Number(row.retired_at);
+    return m;
+  };
+
+  const MAILBOX_SELECT = `SELECT m.*, ${PROFESSIONAL_COLUMNS.map((c) => `p.${c} AS p_${c}`).join(', ')}
+    FROM dir_mailboxes m LEFT JOIN dir_professionals p ON p.national_id = m.national_id`;
+
+  const resolveAddress: DirectoryStore['resolveAddress'] = async (address, opts = {}) => {
+    const a = address.trim().toLowerCase();
+    const row = await driver.get(`${MAILBOX_SELECT} WHERE m.address = ?`, [a]);
+    if (row !== undefined) {
+      if (row.retired_at !== null && !opts.includeRetired) return undefined;
+      return hydrate(driver, row, opts.includeRetired);
+    }
+    const local = hosted?.get(a);
+    if (local === undefined) return undefined;
+    const m: DirectoryMailbox = {
+      address: local.address,
+      domain: local.address.slice(local.address.lastIndexOf('@') + 1),
+      type: local.type,
+      source: 'local',
+      structures: [],
+      hidden: false,
+      hosted: true,
+      updatedAt: local.createdAt,
+    };
+    if (local.displayName !== undefined) m.displayName = local.displayName;
+    return m;
+  };
+
+  const teamRow = async (idOrAddress: string): Promise<Row | undefined> => {
+    const key = idOrAddress.trim();
+    return driver.get('SELECT * FROM dir_teams WHERE id = ? OR address = ?', [key, key.toLowerCase()]);
+  };
+
+  const membersOf = async (teamId: string): Promise<TeamMember[]> =>
+    (
+      await driver.all('SELECT * FROM dir_team_members WHERE team_id = ? ORDER BY member_kind DESC, member', [
+        teamId,
+      ])
+    ).map(toTeamMember);
+
+  return {
+    backend: driver.dialect,
+    resolveAddress,
+
+    async findByNationalId(id) {
+      const nationalId = toNationalId(id);
+      if (nationalId === undefined) return undefined;
+      const p = await driver.get('SELECT * FROM dir_professionals WHERE national_id = ?', [nationalId]);
+      if (p === undefined) return undefined;
+      const rows = await driver.all(
+        `${MAILBOX_SELECT} WHERE m.national_id = ? AND m.retired_at IS NULL ORDER BY m.address`,
+        [nationalId],
+      );
+      const mailboxes: DirectoryMailbox[] = [];
+      for (const r of rows) mailboxes.push(await hydrate(driver, r));
+      return { professional: toProfessional(p, ''), mailboxes };
+    },
+
+    async search(q) {
+      const where: string[] = [];
+      const params: (string | number)[] = [];
+      const words = (s: string) => normaliseText(s).split(' ').filter(Boolean);
+      const like = (column: string, word: string, prefix = false) => {
+        where.push(`${column} LIKE ? ESCAPE '\\'`);
+        params.push(`${prefix ? '' : '%'}${likeEscape(word)}%`);
+      };
+      if (q.name !== undefined) for (const w of words(q.name)) like('m.name_norm', w);
+      if (q.profession !== undefined) {
+        const p = q.profession.trim();
+        if (/^\d+$/.test(p)) {
+          where.push('p.profession_code = ?');
+          params.push(p);
+        } else for (const w of words(p)) like('p.profession_norm', w);
+      }
+      if (q.city !== undefined) {
+        const c = q.city.trim();
+        if (/^\d+$/.test(c)) like('l.postcode', c, true);
+        else for (const w of words(c)) like('l.city_norm', w);
+      }
+      if (q.structure !== undefined) {
+        const s = q.structure.trim();
+        if (/^[0-4]:/.test(s)) {
+          where.push('l.structure_key = ?');
+          params.push(s);
+        } else for (const w of words(s)) like('s.name_norm', w);
+      }
+      if (q.type !== undefined) {
+        where.push('m.type = ?');
+        params.push(q.type);
+      }
+      if (!q.includeHidden) where.push('m.hidden = 0');
+      if (!q.includeRetired) where.push('m.retired_at IS NULL');
+      const limit = Math.min(Math.max(1, Math.trunc(q.limit ?? SEARCH_LIMIT)), SEARCH_MAX);
+      const rows = await driver.all(
+        `SELECT DISTINCT m.address FROM dir_mailboxes m
+         LEFT JOIN dir_professionals p ON p.national_id = m.national_id
+         LEFT JOIN dir_mailbox_links l ON l.address = m.address
+           ${q.includeRetired ? '' : 'AND l.retired_at IS NULL'}
+         LEFT JOIN dir_structures s ON s.key = l.structure_key
+         ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+         ORDER BY m.address LIMIT ${limit}`,
+        params,
+      );
+      const out: DirectoryMailbox[] = [];
+      for (const r of rows) {
+        const full = await driver.get(`${MAILBOX_SELECT} WHERE m.address = ?`, [String(r.address)]);
+        if (full !== undefined) out.push(await hydrate(driver, full, q.includeRetired));
+      }
+      return out;
+    },
+
+    async saveLocalMailbox(mb) {
+      const address = normaliseAddress(mb.address);
+      if (!MAILBOX_TYPES.includes(mb.type)) throw new Error(`unknown mailbox type "${mb.type}"`);
+      let nationalId: string | null = null;
+      if (mb.nationalId !== undefined) {
+        nationalId = toNationalId(mb.nationalId) ?? null;
+        if (nationalId === null) throw new Error(`invalid national id "${mb.nationalId}"`);
+      }
+      const displayName = mb.displayName?.trim() || null;
+      await driver.run(
+        `INSERT INTO dir_mailboxes (address, domain, type, source, national_id, display_name, name_norm, hidden, updated_at)
+         VALUES (?, ?, ?, 'local', ?, ?, ?, ?, ?)
+         ON CONFLICT (address) DO UPDATE SET type = excluded.type, national_id = excluded.national_id,
+           display_name = excluded.display_name, name_norm = excluded.name_norm, hidden = excluded.hidden,
+           retired_at = NULL, updated_at = excluded.updated_at`,
+        [
+          address,
+          address.slice(address.lastIndexOf('@') + 1),
+          mb.type,
+          nationalId,
+          displayName,
+          normaliseText(displayName ?? ''),
+          mb.hidden ? 1 : 0,
+          Date.now(),
+        ],
+      );
+      return (await resolveAddress(address))!;
+    },
+
+    async setHidden(address, hidden) {
+      const changed = await driver.run(
+        'UPDATE dir_mailboxes SET hidden = ?, updated_at = ? WHERE address = ?',
+        [hidden ? 1 : 0, Date.now(), address.trim().toLowerCase()],
+      );
+      return changed > 0;
+    },
+
+    async saveProfessional(p) {
+      await upsertProfessional(driver, p, Date.now());
+    },
+
+    async saveTeam(team) {
+      if (!TEAM_KINDS.includes(team.kind)) throw new Error(`unknown team kind "${team.kind}"`);
+      if (!/^[a-z0-9][a-z0-9._-]*$/.test(team.id)) {
+        throw new Error(`invalid team id "${team.id}" (lower-case letters, digits, . _ -)`);
+      }
+      const address = team.address === undefined ? null : normaliseAddress(team.address);
+      await driver.run(
+        `INSERT INTO dir_teams (id, kind, name, structure_key, address) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+           structure_key = excluded.structure_key, address = excluded.address`,
+        [team.id, team.kind, team.name.trim(), team.structureKey ?? null, address],
+      );
+      return toTeam((await driver.get('SELECT * FROM dir_teams WHERE id = ?', [team.id]))!);
+    },
+
+    async addTeamMember(teamId, member) {
+      const key = memberKey(member);
+      let profession = member.professionCode ?? null;
+      if (profession === null && member.kind === 'professional') {
+        const p = await driver.get('SELECT profession_code FROM dir_professionals WHERE national_id = ?', [
+          key,
+        ]);
+        if (typeof p?.profession_code === 'string') profession = p.profession_code;
+      }
+      const team = await driver.get('SELECT id FROM dir_teams WHERE id = ?', [teamId]);
+      if (team === undefined) throw new Error(`no team "${teamId}"`);
+      await driver.run(
+        `INSERT INTO dir_team_members (team_id, member_kind, member, role, profession_code) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (team_id, member_kind, member) DO UPDATE SET role = excluded.role,
+           profession_code = excluded.profession_code`,
+        [teamId, member.kind, key, member.role ?? null, profession],
+      );
+    },
+
+    async removeTeamMember(teamId, member) {
+      const changes = await driver.run(
+        'DELETE FROM dir_team_members WHERE team_id = ? AND member_kind = ? AND member = ?',
+        [teamId, member.kind, memberKey(member)],
+      );
+      return changes > 0;
+    },
+
+    async getTeam(idOrAddress) {
+      const row = await teamRow(idOrAddress);
+      if (row === undefined) return undefined;
+      return { ...toTeam(row), members: await membersOf(String(row.id)) };
+    },
+
+    async expandTeam(idOrAddress, opts = {}) {
+      const row = await teamRow(idOrAddress);
+      if (row === undefined) return undefined;
+      const team = toTeam(row);
+      const seen = new Set<string>();
+      /** People already reached through a mailbox member they own. */
+      const reached = new Set<string>();
+      const expansion: TeamExpansion = { team, recipients: [], unreachable: [] };
+      const members = (await membersOf(team.id)).filter(
+        (m) => opts.profession === undefined || m.professionCode === opts.profession,
+      );
+      // Mailbox members first, so that a person listed both ways gets that mailbox, once.
+      for (const member of members) {
+        if (member.kind !== 'mailbox') continue;
+        const m = await resolveAddress(member.address);
+        if (m === undefined) expansion.unreachable.push(member);
+        else if (!seen.has(m.address)) {
+          seen.add(m.address);
+          if (m.owner !== undefined) reached.add(m.owner.nationalId);
+          expansion.recipients.push({ address: m.address, member });
+        }
+      }
+      for (const member of members) {
+        if (member.kind !== 'professional' || reached.has(member.nationalId)) continue;
+        // One mailbox per person: a PER mailbox hosted here first, then the first by address.
+        const rows = await driver.all(
+          `SELECT address FROM dir_mailboxes WHERE national_id = ? AND retired_at IS NULL
+           ORDER BY CASE type WHEN 'PER' THEN 0 ELSE 1 END, address`,
+          [member.nationalId],
+        );
+        const addresses = rows.map((r) => String(r.address));
+        const address = addresses.find((a) => hosted?.get(a) !== undefined) ?? addresses[0];
+        if (address === undefined) expansion.unreachable.push(member);
+        else if (!seen.has(address)) {
+          seen.add(address);
+          expansion.recipients.push({ address, member });
+        }
+      }
+      return expansion;
+    },
+
+    async attachKey(address, key) {
+      const a = normaliseAddress(address);
+      if (key.format !== 'smime' && key.format !== 'openpgp')
+        throw new Error(`unknown key format "${key.format}"`);
+      let { notBefore, notAfter } = key;
+      if (key.format === 'smime' && (notBefore === undefined || notAfter === undefined)) {
+        let cert: X509Certificate;
+        try {
+          cert = new X509Certificate(Buffer.from(key.data));
+        } catch (err) {
+          throw new Error(`the S/MIME certificate for ${a} cannot be read: ${(err as Error).message}`, {
+            cause: err,
+          });
+        }
+        notBefore ??= cert.validFromDate.getTime();
+        notAfter ??= cert.validToDate.getTime();
+      }
+      const fingerprint = createHash('sha256').update(key.data).digest('hex');
+      const now = Date.now();
+      await driver.transaction(async (tx) => {
+        if (key.preferred) {
+          await tx.run('UPDATE dir_mailbox_keys SET preferred = 0 WHERE address = ? AND format = ?', [
+            a,
+            key.format,
+          ]);
+        }
+        await tx.run(
+          `INSERT INTO dir_mailbox_keys (address, fingerprint, format, data, not_before, not_after, preferred, added_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (address, fingerprint) DO UPDATE SET not_before = excluded.not_before,
+             not_after = excluded.not_after, preferred = excluded.preferred`,
+          [
+            a,
+            fingerprint,
+            key.format,
+            key.data,
+            notBefore ?? null,
+            notAfter ?? null,
+            key.preferred ? 1 : 0,
+            now,
+          ],
+        );
+      });
+      const row = await driver.get('SELECT * FROM dir_mailbox_keys WHERE address = ? AND fingerprint = ?', [
+        a,
+        fingerprint,
+      ]);
+      return toKey(row!);
+    },
+
+    async keysFor(address, opts = {}) {
+      const at = opts.at ?? Date.now();
+      const where = ['address = ?'];
+      const params: (string | number)[] = [address.trim().toLowerCase()];
+      if (opts.format !== undefined) {
+        where.push('format = ?');
+        params.push(opts.format);
+      }
+      if (!opts.includeInvalid) {
+        where.push('(not_before IS NULL OR not_before <= ?) AND (not_after IS NULL OR not_after > ?)');
+        params.push(at, at);
+      }
+      const rows = await driver.all(
+        `SELECT * FROM dir_mailbox_keys WHERE ${where.join(' AND ')}
+         ORDER BY preferred DESC, CASE WHEN not_after IS NULL THEN 1 ELSE 0 END DESC, not_after DESC, fingerprint`,
+        params,
+      );
+      return rows.map(toKey);
+    },
+
+    async detachKey(address, fingerprint) {
+      const changes = await driver.run('DELETE FROM dir_mailbox_keys WHERE address = ? AND fingerprint = ?', [
+        address.trim().toLowerCase(),
+        fingerprint.toLowerCase(),
+      ]);
+      return changes > 0;
+    },
+
+    async saveTrustDomains(entries, opts) {
+      return driver.transaction(async (tx) => {
+        let removed = 0;
+        if (opts.complete) {
+          const before = await tx.get('SELECT COUNT(*) AS n FROM dir_trust_domains');
+          await tx.run('DELETE FROM dir_trust_domains');
+          removed = Number(before?.n ?? 0);
+        }
+        for (const e of entries) {
+          await tx.run(
+            `INSERT INTO dir_trust_domains (domain, operator_dn, description, updated) VALUES (?, ?, ?, ?)
+             ON CONFLICT (domain, operator_dn) DO UPDATE SET description = excluded.description,
+               updated = excluded.updated`,
+            [e.domain.toLowerCase(), e.operatorDn, e.description ?? null, e.updatedAt ?? null],
+          );
+        }
+        const after = await tx.get('SELECT COUNT(*) AS n FROM dir_trust_domains');
+        // Removed = entries gone from the previous set.
+        if (opts.complete) removed = Math.max(0, removed - Number(after?.n ?? 0));
+        return { entries: entries.length, removed };
+      });
+    },
+
+    async isTrustedDomain(domain) {
+      const row = await driver.get('SELECT 1 AS ok FROM dir_trust_domains WHERE domain = ? LIMIT 1', [
+        domain.trim().toLowerCase().replace(/\.$/, ''),
+      ]);
+      return row !== undefined;
+    },
+
+    async operatorDnsFor(domain) {
+      const rows = await driver.all(
+        'SELECT operator_dn FROM dir_trust_domains WHERE domain = ? ORDER BY operator_dn',
+        [domain.trim().toLowerCase().replace(/\.$/, '')],
+      );
+      return rows.map((r) => String(r.operator_dn));
+    },
+
+    async beginImport(kind) {
+      return driver.transaction(async (tx) => {
+        const row = await tx.get('SELECT MAX(id) AS id FROM dir_imports');
+        const id = Number(row?.id ?? 0) + 1;
+        await tx.run('INSERT INTO dir_imports (id, kind, started_at) VALUES (?, ?, ?)', [
+          id,
+          kind,
+          Date.now(),
+        ]);
+        return id;
+      });
+    },
+
+    applyExtractBatch(importId, rows) {
+      return driver.transaction((tx) => applyBatch(tx, importId, rows));
+    },
+
+    async finishImport(importId, opts) {
+      return driver.transaction(async (tx) => {
+        const now = Date.now();
+        let retiredLinks = 0;
+        let retiredMailboxes = 0;
+        if (opts.retire) {
+          retiredLinks = await tx.run(
+            'UPDATE dir_mailbox_links SET retired_at = ? WHERE retired_at IS NULL AND last_import < ?',
+            [now, importId],
+          );
+          retiredMailboxes = await tx.run(
+            `UPDATE dir_mailboxes SET retired_at = ?, updated_at = ?
+             WHERE source = 'extract' AND retired_at IS NULL AND NOT EXISTS (
+               SELECT 1 FROM dir_mailbox_links l WHERE l.address = dir_mailboxes.address AND l.retired_at IS NULL)`,
+            [now, now],
+          );
+        }
+        await tx.run('UPDATE dir_imports SET finished_at = ?, summary = ? WHERE id = ?', [
+          now,
+          opts.summary,
+          importId,
+        ]);
+        return { retiredMailboxes, retiredLinks };
+      });
+    },
+
+    async counts() {
+      const n = async (sql: string) => Number((await driver.get(sql))?.n ?? 0);
+      return {
+        professionals: await n('SELECT COUNT(*) AS n FROM dir_professionals'),
+        structures: await n('SELECT COUNT(*) AS n FROM dir_structures'),
+        mailboxes: await n('SELECT COUNT(*) AS n FROM dir_mailboxes'),
+        liveMailboxes: await n('SELECT COUNT(*) AS n FROM dir_mailboxes WHERE retired_at IS NULL'),
+        teams: await n('SELECT COUNT(*) AS n FROM dir_teams'),
+        keys: await n('SELECT COUNT(*) AS n FROM dir_mailbox_keys'),
+        trustDomains: await n('SELECT COUNT(DISTINCT domain) AS n FROM dir_trust_domains'),
+      };
+    },
+
+    close: () => driver.close(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import of a batch of extract lines
+
+async function applyBatch(
+  tx: SqlExecutor,
+  importId: number,
+  rows: readonly ExtractRow[],
+): Promise<BatchResult> {
+  const result: BatchResult = { inserted: 0, updated: 0, unchanged: 0, rejected: [] };
+  const now = Date.now();
+  for (const r of rows) {
+    const structureKey = r.structure?.key ?? '';
+    // The common case of a daily re-import: the same line, only marked as seen.
+    const touched = await tx.run(
+      `UPDATE dir_mailbox_links SET last_import = ?
+       WHERE address = ? AND structure_key = ? AND row_hash = ? AND retired_at IS NULL`,
+      [importId, r.address, structureKey, r.hash],
+    );
+    if (touched > 0) {
+      result.unchanged++;
+      continue;
+    }
+    const existing = await tx.get(
+      'SELECT last_import FROM dir_mailbox_links WHERE address = ? AND structure_key = ?',
+      [r.address, structureKey],
+    );
+    if (existing !== undefined && Number(existing.last_import) === importId) {
+      // Two different lines for one mailbox at one structure: keeping the last one would make every
+      // re-import flip between them.
+      result.rejected.push({
+        line: r.lineNo,
+        reason: `duplicate: ${r.address} at structure ${structureKey || '(none)'} already given on an earlier line`,
+      });
+      continue;
+    }
+    if (r.professional !== undefined) await upsertProfessional(tx, r.professional, now);
+    if (r.structure !== undefined) {
+      const s = r.structure;
+      await tx.run(
+        `INSERT INTO dir_structures (key, id_type, identification, name, name_norm, kind, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (key) DO UPDATE SET name = excluded.name, name_norm = excluded.name_norm,
+           kind = excluded.kind, updated_at = excluded.updated_at
+         WHERE dir_structures.name <> excluded.name OR dir_structures.kind <> excluded.kind`,
+        [s.key, s.idType, s.identification, s.name, normaliseText(s.name), s.kind, now],
+      );
+    }
+    const p = r.professional;
+    const displayName =
+      p !== undefined
+        ? `${p.firstName} ${p.lastName}`.trim()
+        : [r.service, r.structure?.name].filter((x) => x !== undefined && x !== '').join(' — ');
+    const nameNorm = normaliseText(p !== undefined ? `${p.lastName} ${p.firstName}` : displayName);
+    await tx.run(
+      `INSERT INTO dir_mailboxes (address, domain, type, source, national_id, display_name, name_norm,
+         dematerialisation, updated_at)
+       VALUES (?, ?, ?, 'extract', ?, ?, ?, ?, ?)
+       ON CONFLICT (address) DO UPDATE SET domain = excluded.domain, type = excluded.type, source = 'extract',
+         national_id = excluded.national_id, display_name = excluded.display_name,
+         name_norm = excluded.name_norm, dematerialisation = excluded.dematerialisation,
+         retired_at = NULL, updated_at = excluded.updated_at`,
+      [
+        r.address,
+        r.domain,
+        r.type,
+        p?.nationalId ?? null,
+        displayName || null,
+        nameNorm,
+        r.dematerialisation === undefined ? null : r.dematerialisation ? 1 : 0,
+        now,
+      ],
+    );
+    await tx.run(
+      `INSERT INTO dir_mailbox_links (address, structure_key, service, street, postcode, city, city_norm,
+         department, country, row_hash, last_import)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (address, structure_key) DO UPDATE SET service = excluded.service, street = excluded.street,
+         postcode = excluded.postcode, city = excluded.city, city_norm = excluded.city_norm,
+         department = excluded.department, country = excluded.country, row_hash = excluded.row_hash,
+         last_import = excluded.last_import, retired_at = NULL`,
+      [
+        r.address,
+        structureKey,
+        r.service ?? null,
+        r.street ?? null,
+        r.postcode ?? null,
+        r.city ?? null,
+        r.city === undefined ? null : normaliseText(r.city),
+        r.department ?? null,
+        r.country ?? null,
+        r.hash,
+        importId,
+      ],
+    );
+    if (existing === undefined) result.inserted++;
+    else result.updated++;
+  }
+  return result;
+}
+
+async function upsertProfessional(db: SqlExecutor, p: Professional, now: number): Promise<void> {
+  const nationalId = toNationalId(p.nationalId);
+  if (nationalId === undefined) throw new Error(`invalid national id "${p.nationalId}"`);
+  await db.run(
+    `INSERT INTO dir_professionals (national_id, id_type, civility, last_name, first_name, name_norm,
+       profession_code, profession_label, profession_norm, specialty_code, specialty_label, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (national_id) DO UPDATE SET civility = excluded.civility, last_name = excluded.last_name,
+       first_name = excluded.first_name, name_norm = excluded.name_norm,
+       profession_code = excluded.profession_code, profession_label = excluded.profession_label,
+       profession_norm = excluded.profession_norm, specialty_code = excluded.specialty_code,
+       specialty_label = excluded.specialty_label, updated_at = excluded.updated_at`,
+    [
+      nationalId,
+      nationalId.slice(0, 1),
+      p.civility ?? null,
+      p.lastName,
+      p.firstName,
+      normaliseText(`${p.lastName} ${p.firstName}`),
+      p.professionCode ?? null,
+      p.professionLabel ?? null,
+      p.professionLabel === undefined ? null : normaliseText(p.professionLabel),
+      p.specialtyCode ?? null,
+      p.specialtyLabel ?? null,
+      now,
+    ],
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows to objects
+
+const PROFESSIONAL_COLUMNS = [
+  'national_id',
+  'id_type',
+  'civility',
+  'last_name',
+  'first_name',
+  'profession_code',
+  'profession_label',
+  'specialty_code',
+  'specialty_label',
+] as const;
+
+function optional(row: Row, column: string): string | undefined {
+  const v = row[column];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+function toProfessional(row: Row, prefix: string): Professional {
+  const p: Professional = {
+    nationalId: String(row[`${prefix}national_id`]),
+    idType: String(row[`${prefix}id_type`]) as '8' | '0',
+    lastName: String(row[`${prefix}last_name`]),
+    firstName: String(row[`${prefix}first_name`]),
+  };
+  const set = (
+    key: 'civility' | 'professionCode' | 'professionLabel' | 'specialtyCode' | 'specialtyLabel',
+    c: string,
+  ) => {
+    const v = optional(row, `${prefix}${c}`);
+    if (v !== undefined) p[key] = v;
+  };
+  set('civility', 'civility');
+  set('professionCode', 'profession_code');
+  set('professionLabel', 'profession_label');
+  set('specialtyCode', 'specialty_code');
+  set('specialtyLabel', 'specialty_label');
+  return p;
+}
+
+function toMailboxStructure(row: Row): MailboxStructure {
+  const ms: MailboxStructure = {
+    structure: {
+      key: String(row.structure_key),
+      idType: String(row.id_type) as StructureIdType,
+      identification: String(row.identification),
+      name: String(row.name),
+      kind: String(row.kind) as StructureKind,
+    },
+  };
+  for (const [key, column] of [
+    ['service', 'service'],
+    ['street', 'street'],
+    ['postcode', 'postcode'],
+    ['city', 'city'],
+    ['department', 'department'],
+    ['country', 'country'],
+  ] as const) {
+    const v = optional(row, column);
+    if (v !== undefined) ms[key] = v;
+  }
+  return ms;
+}
+
+function toTeam(row: Row): Team {
+  const t: Team = { id: String(row.id), kind: String(row.kind) as TeamKind, name: String(row.name) };
+  const s = optional(row, 'structure_key');
+  if (s !== undefined) t.structureKey = s;
+  const a = optional(row, 'address');
+  if (a !== undefined) t.address = a;
+  return t;
+}
+
+function toTeamMember(row: Row): TeamMember {
+  const m: TeamMember =
+    row.member_kind === 'mailbox'
+      ? { kind: 'mailbox', address: String(row.member) }
+      : { kind: 'professional', nationalId: String(row.member) };
+  const role = optional(row, 'role');
+  if (role !== undefined) m.role = role;
+  const profession = optional(row, 'profession_code');
+  if (profession !== undefined) m.professionCode = profession;
+  return m;
+}
+
+function memberKey(member: TeamMember): string {
+  if (member.kind === 'mailbox') return normaliseAddress(member.address);
+  const id = toNationalId(member.nationalId);
+  if (id === undefined) throw new Error(`invalid national id "${member.nationalId}"`);
+  return id;
+}
+
+function toKey(row: Row): MailboxKey {
+  const k: MailboxKey = {
+    address: String(row.address),
+    format: String(row.format) as KeyFormat,
+    fingerprint: String(row.fingerprint),
+    data: new Uint8Array(row.data as Uint8Array),
+    preferred: Number(row.preferred) === 1,
+    addedAt: Number(row.added_at),
+  };
+  if (row.not_before !== null) k.notBefore = Number(row.not_before);
+  if (row.not_after !== null) k.notAfter = Number(row.not_after);
+  return k;
+}

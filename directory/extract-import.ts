@@ -1,0 +1,354 @@
+import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
+import { createReadStream, statSync } from 'node:fs';
+import type { BatchResult, DirectoryStore, ExtractRow } from './directory-store.ts';
+import type { MailboxType } from './mailbox-store.ts';
+import { normaliseAddress } from './mailbox-store.ts';
+import type { Professional, StructureIdType, StructureKind } from './model.ts';
+import { ADELI, luhnValid, RPPS } from './normalise.ts';
+
+/**
+ * Streaming import of the public `Extraction_Correspondance_MSSante` file (layout in
+ * docs/directory.md): `|`-separated UTF-8, one header line, 31 columns, PER and ORG rows.
+ */
+
+export const EXTRACT_COLUMNS = 31;
+const FIRST_HEADER = 'Type de BAL';
+
+export interface ImportProgress {
+  /** Bytes read so far and the total when known (a file). */
+  bytes: number;
+  totalBytes?: number;
+  lines: number;
+  rejected: number;
+}
+
+export interface RejectedLine {
+  /** 1-based, the header being line 1. */
+  line: number;
+  reason: string;
+}
+
+export interface ExtractImportOptions {
+  /** Lines per transaction; default 2 000. */
+  batchSize?: number;
+  /**
+   * What to do with an RPPS whose Luhn check digit is wrong. Default `warn`: real RPPS numbers carry
+   * one, but the synthetic generator's do not (9 in 10 fail), so rejecting is opt-in.
+   */
+  rppsCheckDigit?: 'reject' | 'warn' | 'ignore';
+  /**
+   * Retire (mark, never delete) what the file no longer lists; default true. Never done when the
+   * import fails part-way.
+   */
+  retireMissing?: boolean;
+  /** Called after each batch. */
+  onProgress?: (progress: ImportProgress) => void;
+  /** Rejected and warned lines kept in the report (the counts are always exact); default 1 000. */
+  maxReported?: number;
+}
+
+export interface ExtractImportReport {
+  importId: number;
+  /** Data lines (the header excluded). */
+  lines: number;
+  inserted: number;
+  updated: number;
+  unchanged: number;
+  retiredMailboxes: number;
+  rejectedCount: number;
+  rejected: RejectedLine[];
+  warningCount: number;
+  warnings: RejectedLine[];
+  durationMs: number;
+}
+
+/** A problem with the whole file (no header, unreadable): nothing was retired. */
+export class ExtractImportError extends Error {
+  override name = 'ExtractImportError';
+}
+
+type Source = string | AsyncIterable<Uint8Array>;
+
+/**
+ * Imports an extract from a file path or a byte stream into `store`. Idempotent: importing the same
+ * file again changes no data. A newer file updates what changed and retires what disappeared.
+ */
+export async function importExtract(
+  store: DirectoryStore,
+  source: Source,
+  options: ExtractImportOptions = {},
+): Promise<ExtractImportReport> {
+  const started = performance.now();
+  const batchSize = options.batchSize ?? 2000;
+  const maxReported = options.maxReported ?? 1000;
+  const checkDigit = options.rppsCheckDigit ?? 'warn';
+  let totalBytes: number | undefined;
+  let input: AsyncIterable<Uint8Array>;
+  if (typeof source === 'string') {
+    totalBytes = statSync(source).size;
+    input = createReadStream(source, { highWaterMark: 1 << 20 });
+  } else input = source;
+
+  const importId = await store.beginImport('extract-mssante');
+  const report: ExtractImportReport = {
+    importId,
+    lines: 0,
+    inserted: 0,
+    updated: 0,
+    unchanged: 0,
+    retiredMailboxes: 0,
+    rejectedCount: 0,
+    rejected: [],
+    warningCount: 0,
+    warnings: [],
+    durationMs: 0,
+  };
+  const reject = (line: number, reason: string) => {
+    report.rejectedCount++;
+    if (report.rejected.length < maxReported) report.rejected.push({ line, reason });
+  };
+  const warn = (line: number, reason: string) => {
+    report.warningCount++;
+    if (report.warnings.length < maxReported) report.warnings.push({ line, reason });
+  };
+  const reader = lineReader(input);
+  let batch: ExtractRow[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    const r: BatchResult = await store.applyExtractBatch(importId, batch);
+    report.inserted += r.inserted;
+    report.updated += r.updated;
+    report.unchanged += r.unchanged;
+    for (const x of r.rejected) reject(x.line, x.reason);
+    batch = [];
+    options.onProgress?.({
+      bytes: reader.bytes,
+      ...(totalBytes === undefined ? {} : { totalBytes }),
+      lines: report.lines,
+      rejected: report.rejectedCount,
+    });
+  };
+
+  let sawHeader = false;
+  for await (const { lineNo, text, bytes } of reader.lines) {
+    if (!sawHeader) {
+      const header = (text ?? '').replace(/^\uFEFF/, '').split('|');
+      if (header.length !== EXTRACT_COLUMNS || header[0] !== FIRST_HEADER) {
+        throw new ExtractImportError(
+          `line 1 is not the Extraction_Correspondance_MSSante header (${header.length} columns, ` +
+            `expected ${EXTRACT_COLUMNS} starting with "${FIRST_HEADER}")`,
+        );
+      }
+      sawHeader = true;
+      continue;
+    }
+    if (text === '') continue; // a trailing empty line
+    report.lines++;
+    if (text === undefined) {
+      reject(lineNo, 'not valid UTF-8');
+      continue;
+    }
+    const parsed = parseExtractLine(text, lineNo, checkDigit);
+    if ('reason' in parsed) {
+      reject(lineNo, parsed.reason);
+      continue;
+    }
+    if (parsed.warning !== undefined) warn(lineNo, parsed.warning);
+    parsed.row.hash = createHash('sha1').update(bytes).digest('base64');
+    batch.push(parsed.row);
+    if (batch.length >= batchSize) await flush();
+  }
+  if (!sawHeader) throw new ExtractImportError('the file is empty: no header line');
+  await flush();
+  const finished = await store.finishImport(importId, {
+    retire: options.retireMissing ?? true,
+    summary: JSON.stringify({
+      lines: report.lines,
+      inserted: report.inserted,
+      updated: report.updated,
+      unchanged: report.unchanged,
+      rejected: report.rejectedCount,
+    }),
+  });
+  report.retiredMailboxes = finished.retiredMailboxes;
+  report.durationMs = Math.round(performance.now() - started);
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines
+
+interface Line {
+  lineNo: number;
+  /** Undefined when the bytes are not valid UTF-8. */
+  text: string | undefined;
+  bytes: Uint8Array;
+}
+
+/**
+ * Splits a byte stream on LF (a CR before it is dropped) without holding more than one chunk and
+ * one partial line; each line is decoded on its own so that one bad byte costs one line.
+ */
+export function lineReader(input: AsyncIterable<Uint8Array>): { lines: AsyncIterable<Line>; bytes: number } {
+  const decoder = new TextDecoder('utf-8');
+  const state = { bytes: 0, lines: undefined as unknown as AsyncIterable<Line> };
+  const toLine = (lineNo: number, raw: Uint8Array): Line => {
+    const bytes = raw.length > 0 && raw[raw.length - 1] === 0x0d ? raw.subarray(0, raw.length - 1) : raw;
+    return { lineNo, text: isUtf8(bytes) ? decoder.decode(bytes) : undefined, bytes };
+  };
+  state.lines = (async function* () {
+    let carry: Uint8Array | undefined;
+    let lineNo = 0;
+    for await (const chunk of input) {
+      state.bytes += chunk.length;
+      let start = 0;
+      for (;;) {
+        const nl = chunk.indexOf(0x0a, start);
+        if (nl === -1) break;
+        let raw = chunk.subarray(start, nl);
+        if (carry !== undefined) {
+          raw = Buffer.concat([carry, raw]);
+          carry = undefined;
+        }
+        yield toLine(++lineNo, raw);
+        start = nl + 1;
+      }
+      if (start < chunk.length) {
+        const rest = chunk.subarray(start);
+        // Copy: the stream may reuse its buffer.
+        carry = carry === undefined ? Uint8Array.from(rest) : Buffer.concat([carry, rest]);
+      }
+    }
+    if (carry !== undefined && carry.length > 0) yield toLine(lineNo + 1, carry);
+  })();
+  return state;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One line
+
+const STRUCTURE_ID = /^[0-9A-Za-z]{1,20}$/;
+
+/** Parses one data line; exported for tests. */
+export function parseExtractLine(
+  text: string,
+  lineNo: number,
+  rppsCheckDigit: 'reject' | 'warn' | 'ignore' = 'warn',
+): { row: ExtractRow; warning?: string } | { reason: string } {
+  const c = text.split('|');
+  if (c.length !== EXTRACT_COLUMNS) {
+    return { reason: `expected ${EXTRACT_COLUMNS} columns, found ${c.length}` };
+  }
+  const col = (n: number) => c[n - 1]!.trim();
+  const type = col(1);
+  if (type !== 'PER' && type !== 'ORG' && type !== 'APP' && type !== 'CAB') {
+    return { reason: `unknown mailbox type "${type}" (column 1)` };
+  }
+  let address: string;
+  try {
+    address = normaliseAddress(col(2));
+  } catch (err) {
+    return { reason: `bad address (column 2): ${(err as Error).message}` };
+  }
+  const row: ExtractRow = {
+    lineNo,
+    hash: '',
+    type: type as MailboxType,
+    address,
+    domain: address.slice(address.lastIndexOf('@') + 1),
+  };
+  let warning: string | undefined;
+
+  const idType = col(3);
+  const id = col(4);
+  const nationalId = col(5);
+  if (type === 'PER' || idType !== '' || nationalId !== '') {
+    if (idType === '8') {
+      if (!RPPS.test(id)) return { reason: `bad RPPS "${id}" (column 4): 11 digits expected` };
+      if (!luhnValid(id) && rppsCheckDigit !== 'ignore') {
+        const message = `RPPS ${id} (column 4) fails its Luhn check digit`;
+        if (rppsCheckDigit === 'reject') return { reason: message };
+        warning = message;
+      }
+    } else if (idType === '0') {
+      if (!ADELI.test(id)) return { reason: `bad ADELI "${id}" (column 4): 9 characters expected` };
+    } else {
+      return { reason: `unknown person id type "${idType}" (column 3): 8 (RPPS) or 0 (ADELI) expected` };
+    }
+    if (nationalId !== `${idType}${id}`) {
+      return { reason: `national id "${nationalId}" (column 5) is not "${idType}" + "${id}"` };
+    }
+    const lastName = col(10);
+    if (lastName === '') return { reason: 'missing name (column 10) for a person' };
+    const p: Professional = { nationalId, idType, lastName, firstName: col(11) };
+    if (col(9) !== '') p.civility = col(9);
+    if (col(14) !== '') p.professionCode = col(14);
+    if (col(15) !== '') p.professionLabel = col(15);
+    if (col(16) !== '') p.specialtyCode = col(16);
+    if (col(17) !== '') p.specialtyLabel = col(17);
+    row.professional = p;
+  }
+
+  const sType = col(6);
+  const sId = col(7);
+  if (sType !== '' || sId !== '') {
+    if (!/^[0-4]$/.test(sType))
+      return { reason: `unknown structure id type "${sType}" (column 6): 0 to 4 expected` };
+    if (!STRUCTURE_ID.test(sId)) return { reason: `bad structure id "${sId}" (column 7)` };
+    const name = col(19) || col(20) || sId;
+    row.structure = {
+      key: `${sType}:${sId}`,
+      idType: sType as StructureIdType,
+      identification: sId,
+      name,
+      kind: structureKind(sType, name),
+    };
+  }
+  if (col(8) !== '') row.service = col(8);
+  const street = [col(21), col(22), [col(23), col(24), col(25), col(26)].filter(Boolean).join(' '), col(27)]
+    .filter(Boolean)
+    .join(', ');
+  if (street !== '') row.street = street;
+  const postcode = col(29);
+  if (postcode !== '') row.postcode = postcode;
+  // L6 is "<postcode> <city>" (La Poste line 6).
+  const l6 = col(28);
+  const city = postcode !== '' && l6.startsWith(postcode) ? l6.slice(postcode.length).trim() : l6;
+  if (city !== '') row.city = city;
+  if (col(30) !== '') row.department = col(30);
+  if (col(31) !== '') row.country = col(31);
+  if (col(18) === 'O') row.dematerialisation = true;
+  else if (col(18) === 'N') row.dematerialisation = false;
+  return warning === undefined ? { row } : { row, warning };
+}
+
+/** A guess from the id type and the name; teams carry their own kind (model.ts). */
+function structureKind(idType: string, name: string): StructureKind {
+  const n = name.toUpperCase();
+  if (/^(MSP|MAISON DE SANTE)\b/.test(n)) return 'msp';
+  if (/^CPTS\b/.test(n)) return 'cpts';
+  if (/^ESP\b/.test(n)) return 'esp';
+  if (/\b(CH|CHU|CHR|CHI|CENTRE HOSPITALIER|HOPITAL|HÔPITAL|CLINIQUE)\b/.test(n)) return 'hospital';
+  if (idType === '0' || idType === '4' || /^CABINET\b/.test(n)) return 'practice';
+  return 'other';
+}
+
+/**
+ * A progress callback drawing a bar on `stream` when it is a terminal (nothing otherwise), e.g.
+ * `importExtract(store, file, { onProgress: progressBar(process.stderr) })`.
+ */
+export function progressBar(
+  stream: NodeJS.WritableStream & { isTTY?: boolean },
+  width = 30,
+): (p: ImportProgress) => void {
+  if (!stream.isTTY) return () => undefined;
+  return (p) => {
+    const ratio = p.totalBytes ? Math.min(1, p.bytes / p.totalBytes) : 0;
+    const done = Math.round(ratio * width);
+    stream.write(
+      `\r[${'#'.repeat(done)}${' '.repeat(width - done)}] ${Math.round(ratio * 100)}% ` +
+        `${p.lines} lines, ${p.rejected} rejected`,
+    );
+  };
+}

@@ -1,0 +1,579 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import {
+  importExtract,
+  importWhitelist,
+  openMailboxStore,
+  openPostgresDirectory,
+  openSqliteDirectory,
+  type DirectoryStore,
+  type MailboxStore,
+} from '../directory/index.ts';
+
+const SAMPLE = fileURLToPath(
+  new URL('../../shared/fixtures/Extraction_Correspondance_MSSante_sample.txt', import.meta.url),
+);
+const WHITELIST = fileURLToPath(new URL('../../shared/fixtures/listeblanche_sample.xml', import.meta.url));
+const GENERATOR = fileURLToPath(new URL('../../shared/tools/gen-directory.mjs', import.meta.url));
+const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'courrier-directory-'));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const sampleLines = () => readFileSync(SAMPLE, 'utf8').trimEnd().split('\n');
+function writeExtract(name: string, lines: string[]): string {
+  const file = join(dir, name);
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  return file;
+}
+function generate(n: number, seed: number): string {
+  const file = join(dir, `gen-${n}-${seed}.txt`);
+  writeFileSync(
+    file,
+    execFileSync(process.execPath, [GENERATOR, String(n), String(seed)], { maxBuffer: 64 << 20 }),
+  );
+  return file;
+}
+
+interface Backend {
+  name: string;
+  open(hosted?: MailboxStore): Promise<DirectoryStore>;
+  cleanup(): Promise<void>;
+}
+
+function sqliteBackend(): Backend {
+  let file = '';
+  return {
+    name: 'sqlite',
+    open(hosted) {
+      file ||= join(dir, `dir-${randomBytes(4).toString('hex')}.sqlite`);
+      return openSqliteDirectory(file, hosted ? { hostedMailboxes: hosted } : {});
+    },
+    cleanup: async () => {
+      file = '';
+    },
+  };
+}
+
+function postgresBackend(): Backend {
+  let schema = '';
+  return {
+    name: 'postgres',
+    open(hosted) {
+      schema ||= `dir_test_${randomBytes(6).toString('hex')}`;
+      return openPostgresDirectory(
+        { connectionString: PG_URL, schema, maxConnections: 2 },
+        hosted ? { hostedMailboxes: hosted } : {},
+      );
+    },
+    async cleanup() {
+      if (schema === '') return;
+      const client = new pg.Client({ connectionString: PG_URL });
+      await client.connect();
+      try {
+        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      } finally {
+        await client.end();
+      }
+      schema = '';
+    },
+  };
+}
+
+describe.each([sqliteBackend(), postgresBackend()])('directory on $name', (backend) => {
+  let store: DirectoryStore;
+  beforeEach(async () => {
+    store = await backend.open();
+  });
+  afterEach(async () => {
+    await store.close();
+    await backend.cleanup();
+  });
+
+  describe('extract import', () => {
+    it('imports the shared sample', async () => {
+      const progress: number[] = [];
+      const report = await importExtract(store, SAMPLE, {
+        batchSize: 16,
+        onProgress: (p) => progress.push(p.lines),
+      });
+      expect(report).toMatchObject({ lines: 40, inserted: 40, updated: 0, unchanged: 0, rejectedCount: 0 });
+      expect(progress).toEqual([16, 32, 40]);
+      expect(await store.counts()).toMatchObject({
+        professionals: 34,
+        mailboxes: 40,
+        liveMailboxes: 40,
+        structures: 5,
+      });
+      const m = await store.resolveAddress('Maelle.Lefevre2@MSP-DES-VIGNES.mssante.fr');
+      expect(m).toMatchObject({
+        address: 'maelle.lefevre2@msp-des-vignes.mssante.fr',
+        domain: 'msp-des-vignes.mssante.fr',
+        type: 'PER',
+        source: 'extract',
+        hidden: false,
+        hosted: false,
+        dematerialisation: true,
+        owner: {
+          nationalId: '819990000002',
+          idType: '8',
+          civility: 'DR',
+          lastName: 'LEFÈVRE',
+          firstName: 'Maëlle',
+          professionCode: '80',
+          professionLabel: 'Pédicure-Podologue',
+        },
+        structures: [
+          {
+            structure: { key: '3:99999999900037', idType: '3', name: 'ESP VAL VERT', kind: 'esp' },
+            street: '9 T BD JEAN JAURES',
+            postcode: '74000',
+            city: 'ANNECY',
+            department: '74',
+            country: 'FRANCE',
+          },
+        ],
+      });
+      const org = await store.resolveAddress('coordination.centrehospitalierexemple7@ch-exemple.mssante.fr');
+      expect(org).toMatchObject({ type: 'ORG', displayName: 'Coordination — CENTRE HOSPITALIER EXEMPLE' });
+      expect(org?.owner).toBeUndefined();
+      expect(org?.structures[0]).toMatchObject({ service: 'Coordination', structure: { kind: 'hospital' } });
+    });
+
+    it('re-importing the same file changes nothing', async () => {
+      await importExtract(store, SAMPLE);
+      const before = await store.search({ limit: 500 });
+      const again = await importExtract(store, SAMPLE);
+      expect(again).toMatchObject({ lines: 40, inserted: 0, updated: 0, unchanged: 40, retiredMailboxes: 0 });
+      expect(await store.search({ limit: 500 })).toEqual(before);
+    });
+
+    it('a newer file updates what changed, retires what disappeared and revives what returns', async () => {
+      const lines = sampleLines();
+      await importExtract(store, writeExtract('v1.txt', lines));
+      const v2 = lines.filter((_, i) => i !== 2 && i !== 8);
+      v2[1] = v2[1]!.replace('|LAURENT|Mathéo|', '|LAURENT-PETIT|Mathéo|');
+      v2.push(lines[6]!.replace('raphael.fontaine-meril5@', 'raphael.fontaine-meril.new@'));
+      const report = await importExtract(store, writeExtract('v2.txt', v2));
+      expect(report).toMatchObject({
+        lines: 39,
+        inserted: 1,
+        updated: 1,
+        unchanged: 37,
+        retiredMailboxes: 2,
+      });
+      expect(await store.resolveAddress('elodie.roux1@infirmier.mssante.fr')).toBeUndefined();
+      const retired = await store.resolveAddress('elodie.roux1@infirmier.mssante.fr', {
+        includeRetired: true,
+      });
+      expect(retired?.retiredAt).toBeGreaterThan(0);
+      expect(retired?.structures).toHaveLength(1);
+      expect((await store.resolveAddress('matheo.laurent0@pharmacien.mssante.fr'))?.owner?.lastName).toBe(
+        'LAURENT-PETIT',
+      );
+      expect(await store.counts()).toMatchObject({ mailboxes: 41, liveMailboxes: 39 });
+      expect((await store.search({ name: 'roux elodie' })).map((m) => m.address)).toEqual([]);
+
+      const v3 = await importExtract(store, writeExtract('v1-again.txt', lines));
+      expect(v3).toMatchObject({ inserted: 0, updated: 3, unchanged: 37, retiredMailboxes: 1 });
+      expect((await store.resolveAddress('elodie.roux1@infirmier.mssante.fr'))?.retiredAt).toBeUndefined();
+    });
+
+    it('reports rejected lines with their number and reason, and imports the rest', async () => {
+      const lines = sampleLines();
+      const bad = [...lines];
+      bad[1] = `${lines[1]}|extra`;
+      bad[2] = lines[2]!.replace('|19990000001|819990000001|', '|1999000001|81999000001|');
+      bad[3] = lines[3]!.replace('|819990000002|', '|819990000999|');
+      bad[4] = lines[4]!.replace('matheo.ndiaye3@', 'matheo ndiaye3@');
+      bad[5] = lines[5]!.replace(/^PER/, 'XYZ');
+      bad[6] = lines[6]!.split('|').slice(0, 12).join('|');
+      bad.push(lines[9]!.replace('|DUBOIS|', '|DUBOIS-AUTRE|'));
+      const file = writeExtract('bad.txt', bad);
+      // An invalid UTF-8 byte in line 9.
+      const bytes = readFileSync(file);
+      const at = bytes.indexOf('CARCASSONNE');
+      bytes[at] = 0xff;
+      writeFileSync(file, bytes);
+      const report = await importExtract(store, file);
+      expect(report.lines).toBe(41);
+      expect(report.rejected).toEqual([
+        { line: 2, reason: 'expected 31 columns, found 32' },
+        { line: 3, reason: 'bad RPPS "1999000001" (column 4): 11 digits expected' },
+        { line: 4, reason: 'national id "819990000999" (column 5) is not "8" + "19990000002"' },
+        { line: 5, reason: expect.stringMatching(/^bad address \(column 2\): .*invalid local part/) },
+        { line: 6, reason: 'unknown mailbox type "XYZ" (column 1)' },
+        { line: 7, reason: 'expected 31 columns, found 12' },
+        { line: 9, reason: 'not valid UTF-8' },
+        {
+          line: 42,
+          reason:
+            'duplicate: raphael.dubois8@ch-exemple.mssante.fr at structure 4:199900001 already given on an earlier line',
+        },
+      ]);
+      expect(report).toMatchObject({ rejectedCount: 8, inserted: 33 });
+      expect(await store.resolveAddress('raphael.dubois8@ch-exemple.mssante.fr')).toMatchObject({
+        owner: { lastName: 'DUBOIS' },
+      });
+      // Idempotent with the duplicate in the file too.
+      expect(await importExtract(store, file)).toMatchObject({ inserted: 0, updated: 0, unchanged: 33 });
+    });
+
+    it('checks the RPPS Luhn digit as asked', async () => {
+      const lines = sampleLines().slice(0, 3);
+      const file = writeExtract('luhn.txt', lines);
+      const warned = await importExtract(store, file);
+      // 19990000000 and 19990000001: the generator's numbers carry no check digit.
+      expect(warned.rejectedCount).toBe(0);
+      expect(warned.warnings).toEqual([
+        { line: 2, reason: 'RPPS 19990000000 (column 4) fails its Luhn check digit' },
+        { line: 3, reason: 'RPPS 19990000001 (column 4) fails its Luhn check digit' },
+      ]);
+      const rejected = await importExtract(store, file, { rppsCheckDigit: 'reject', retireMissing: false });
+      expect(rejected.rejectedCount).toBe(2);
+      expect((await importExtract(store, file, { rppsCheckDigit: 'ignore' })).warningCount).toBe(0);
+    });
+
+    it('refuses a file without the header and retires nothing', async () => {
+      await importExtract(store, SAMPLE);
+      await expect(importExtract(store, writeExtract('nohead.txt', sampleLines().slice(1)))).rejects.toThrow(
+        /line 1 is not the Extraction_Correspondance_MSSante header/,
+      );
+      expect((await store.counts()).liveMailboxes).toBe(40);
+    });
+
+    it('imports a generated file and re-imports it unchanged', async () => {
+      const file = generate(5000, 11);
+      const first = await importExtract(store, file);
+      expect(first.lines).toBe(5000);
+      // The generator repeats some lines word for word (the real file does too): seen, nothing to write.
+      expect(first.inserted + first.unchanged + first.rejectedCount).toBe(5000);
+      expect(first.inserted).toBeGreaterThan(4900);
+      const again = await importExtract(store, file);
+      expect(again).toMatchObject({
+        inserted: 0,
+        updated: 0,
+        unchanged: 5000 - first.rejectedCount,
+        retiredMailboxes: 0,
+      });
+    });
+  });
+
+  describe('queries', () => {
+    beforeEach(async () => {
+      await importExtract(store, SAMPLE);
+    });
+
+    it('finds a professional by national id, with or without the RPPS prefix', async () => {
+      const found = await store.findByNationalId('819990000014');
+      expect(found?.professional).toMatchObject({
+        lastName: "N'DIAYE",
+        firstName: 'Inès',
+        professionCode: '50',
+      });
+      expect(found?.mailboxes.map((m) => m.address)).toEqual(['ines.ndiaye14@cpts-sud-exemple.mssante.fr']);
+      expect((await store.findByNationalId('19990000014'))?.professional.nationalId).toBe('819990000014');
+      expect(await store.findByNationalId('819999999999')).toBeUndefined();
+      expect(await store.findByNationalId('nonsense')).toBeUndefined();
+    });
+
+    it('searches names without accents or case', async () => {
+      const names = async (q: Parameters<DirectoryStore['search']>[0]) =>
+        (await store.search(q)).map((m) =>
+          `${m.owner?.lastName ?? m.displayName} ${m.owner?.firstName ?? ''}`.trim(),
+        );
+      expect(await names({ name: 'lefevre' })).toEqual(['LEFÈVRE Maëlle']);
+      expect(await names({ name: 'LEFÈVRE maelle' })).toEqual(['LEFÈVRE Maëlle']);
+      expect(await names({ name: 'ndiaye' })).toHaveLength(3);
+      expect(await names({ name: "n'diaye ines" })).toEqual(["N'DIAYE Inès"]);
+      expect(await names({ name: 'fontaine-meril raphael' })).toEqual([
+        'FONTAINE-MÉRIL Raphaël',
+        'FONTAINE-MÉRIL Raphaël',
+      ]);
+      expect(await names({ name: 'garcia' })).toEqual(['GARCÍA Noël', 'GARCÍA Raphaël']);
+      expect(await names({ name: 'cardiologie' })).toHaveLength(3);
+      expect(await names({ name: '100%_' })).toEqual([]);
+    });
+
+    it('searches by profession, city and structure', async () => {
+      const addresses = async (q: Parameters<DirectoryStore['search']>[0]) =>
+        (await store.search(q)).map((m) => m.address);
+      expect(await addresses({ profession: '60' })).toEqual([
+        'anais.david33@pharmacien.mssante.fr',
+        'noel.robert25@ch-exemple.mssante.fr',
+      ]);
+      expect(await addresses({ profession: 'kinesitherapeute' })).toHaveLength(3);
+      expect(await addresses({ profession: 'sage femme', city: 'chateau-gontier' })).toEqual([
+        'loic.david18@esp-val-vert.mssante.fr',
+        'raphael.garcia9@pro.mssante.fr',
+      ]);
+      expect(await addresses({ city: '11000' })).toHaveLength(4);
+      expect(await addresses({ structure: 'MSP des Vignes', type: 'ORG' })).toEqual([
+        'cardiologie.mspdesvignes29@pro.mssante.fr',
+      ]);
+      expect(await addresses({ structure: '4:199900001', profession: '10' })).toEqual([
+        'noel.leroy10@infirmier.mssante.fr',
+        'noel.martin28@cpts-sud-exemple.mssante.fr',
+      ]);
+      expect(await addresses({ limit: 3 })).toHaveLength(3);
+    });
+
+    it('leaves hidden mailboxes out of search, not out of resolution', async () => {
+      expect(await store.setHidden('ZOE.LEROY6@cpts-sud-exemple.mssante.fr', true)).toBe(true);
+      expect(await store.setHidden('nobody@x.example', true)).toBe(false);
+      expect(await store.search({ name: 'leroy zoe' })).toEqual([]);
+      expect(await store.search({ name: 'leroy zoe', includeHidden: true })).toHaveLength(1);
+      expect((await store.resolveAddress('zoe.leroy6@cpts-sud-exemple.mssante.fr'))?.hidden).toBe(true);
+      // An import does not undo the operator's choice.
+      await importExtract(store, SAMPLE);
+      expect((await store.resolveAddress('zoe.leroy6@cpts-sud-exemple.mssante.fr'))?.hidden).toBe(true);
+    });
+
+    it('expands a team address, deduplicated, optionally by profession', async () => {
+      await store.saveTeam({
+        id: 'cpts-sud',
+        kind: 'CPTS',
+        name: 'CPTS Sud Exemple',
+        structureKey: '3:99999999900029',
+        address: 'Equipe@cpts-sud-exemple.mssante.fr',
+      });
+      await store.addTeamMember('cpts-sud', {
+        kind: 'professional',
+        nationalId: '819990000014',
+        role: 'coordinatrice',
+      });
+      await store.addTeamMember('cpts-sud', { kind: 'professional', nationalId: '19990000009' });
+      await store.addTeamMember('cpts-sud', { kind: 'professional', nationalId: '819990000004' });
+      await store.addTeamMember('cpts-sud', {
+        kind: 'professional',
+        nationalId: '819990000004',
+        role: 'médecin',
+      });
+      await store.addTeamMember('cpts-sud', {
+        kind: 'mailbox',
+        address: 'coordination.centrehospitalierexemple7@ch-exemple.mssante.fr',
+        professionCode: '10',
+      });
+      await store.addTeamMember('cpts-sud', {
+        kind: 'professional',
+        nationalId: '810000000000',
+        professionCode: '60',
+      });
+      await expect(
+        store.addTeamMember('nope', { kind: 'professional', nationalId: '819990000004' }),
+      ).rejects.toThrow('no team "nope"');
+
+      const team = await store.getTeam('equipe@CPTS-SUD-EXEMPLE.mssante.fr');
+      expect(team?.members).toHaveLength(5);
+      expect(team?.members.find((m) => m.kind === 'professional' && m.nationalId === '819990000004')).toEqual(
+        {
+          kind: 'professional',
+          nationalId: '819990000004',
+          role: 'médecin',
+          professionCode: '10',
+        },
+      );
+
+      const all = await store.expandTeam('cpts-sud');
+      expect(all?.recipients.map((r) => r.address).sort()).toEqual([
+        'coordination.centrehospitalierexemple7@ch-exemple.mssante.fr',
+        'ines.ndiaye14@cpts-sud-exemple.mssante.fr',
+        'maelle.michel4@ch-exemple.mssante.fr',
+        'raphael.garcia9@pro.mssante.fr',
+      ]);
+      expect(all?.unreachable).toEqual([
+        { kind: 'professional', nationalId: '810000000000', professionCode: '60' },
+      ]);
+      const doctors = await store.expandTeam('equipe@cpts-sud-exemple.mssante.fr', { profession: '10' });
+      expect(doctors?.recipients.map((r) => r.address).sort()).toEqual([
+        'coordination.centrehospitalierexemple7@ch-exemple.mssante.fr',
+        'maelle.michel4@ch-exemple.mssante.fr',
+      ]);
+      expect(
+        await store.removeTeamMember('cpts-sud', { kind: 'professional', nationalId: '819990000004' }),
+      ).toBe(true);
+      expect((await store.expandTeam('cpts-sud', { profession: '10' }))?.recipients).toHaveLength(1);
+      expect(await store.expandTeam('unknown-team')).toBeUndefined();
+    });
+
+    it('gives one address per member even with two mailboxes, and none twice', async () => {
+      await store.saveLocalMailbox({
+        address: 'ines.ndiaye@autre.example',
+        type: 'PER',
+        nationalId: '819990000014',
+      });
+      await store.saveTeam({ id: 'esp-1', kind: 'ESP', name: 'ESP 1' });
+      await store.addTeamMember('esp-1', { kind: 'professional', nationalId: '819990000014' });
+      await store.addTeamMember('esp-1', { kind: 'mailbox', address: 'ines.ndiaye@autre.example' });
+      const exp = await store.expandTeam('esp-1');
+      expect(exp?.recipients.map((r) => r.address)).toEqual(['ines.ndiaye@autre.example']);
+    });
+  });
+
+  describe('certificates and keys', () => {
+    let certPem: Buffer;
+    beforeAll(() => {
+      const keyFile = join(dir, 'k.pem');
+      certPem = execFileSync('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:P-256',
+        '-nodes',
+        '-keyout',
+        keyFile,
+        '-subj',
+        '/CN=dr.test@medecin.mssante.fr',
+        '-days',
+        '30',
+      ]);
+    });
+
+    it('attaches an S/MIME certificate with its validity and an OpenPGP key', async () => {
+      const smime = await store.attachKey('Dr.Test@medecin.mssante.fr', { format: 'smime', data: certPem });
+      expect(smime.address).toBe('dr.test@medecin.mssante.fr');
+      expect(smime.fingerprint).toMatch(/^[0-9a-f]{64}$/);
+      expect(smime.notAfter! - smime.notBefore!).toBe(30 * 86_400_000);
+      const pgpBytes = randomBytes(300);
+      const now = Date.now();
+      await store.attachKey('dr.test@medecin.mssante.fr', {
+        format: 'openpgp',
+        data: pgpBytes,
+        notBefore: now - 1000,
+        preferred: true,
+      });
+      const keys = await store.keysFor('dr.test@medecin.mssante.fr');
+      expect(keys.map((k) => [k.format, k.preferred])).toEqual([
+        ['openpgp', true],
+        ['smime', false],
+      ]);
+      expect(Buffer.from(keys[0]!.data).equals(pgpBytes)).toBe(true);
+      expect(Buffer.from(keys[1]!.data).equals(certPem)).toBe(true);
+      expect(await store.keysFor('dr.test@medecin.mssante.fr', { format: 'smime' })).toHaveLength(1);
+      expect(await store.keysFor('dr.test@medecin.mssante.fr', { at: now + 31 * 86_400_000 })).toHaveLength(
+        1,
+      );
+      expect(await store.keysFor('dr.test@medecin.mssante.fr', { at: now - 86_400_000 })).toHaveLength(0);
+      expect(await store.detachKey('dr.test@medecin.mssante.fr', smime.fingerprint)).toBe(true);
+      expect(await store.keysFor('dr.test@medecin.mssante.fr', { includeInvalid: true })).toHaveLength(1);
+      expect((await store.counts()).keys).toBe(1);
+    });
+
+    it('refuses an unreadable certificate', async () => {
+      await expect(
+        store.attachKey('a@b.example', { format: 'smime', data: Buffer.from('not a certificate') }),
+      ).rejects.toThrow(/the S\/MIME certificate for a@b.example cannot be read/);
+    });
+
+    it('keeps one preferred key per format', async () => {
+      const a = await store.attachKey('a@b.example', {
+        format: 'openpgp',
+        data: randomBytes(50),
+        preferred: true,
+      });
+      const b = await store.attachKey('a@b.example', {
+        format: 'openpgp',
+        data: randomBytes(50),
+        preferred: true,
+      });
+      const keys = await store.keysFor('a@b.example');
+      expect(keys.map((k) => [k.fingerprint, k.preferred])).toEqual([
+        [b.fingerprint, true],
+        [a.fingerprint, false],
+      ]);
+    });
+  });
+
+  describe('trust space', () => {
+    it('imports the whitelist and answers per domain', async () => {
+      const report = await importWhitelist(store, WHITELIST);
+      expect(report).toMatchObject({ domains: 5, truncated: false, skipped: [], removed: 0 });
+      expect(report.entries).toHaveLength(6);
+      expect(await store.isTrustedDomain('MEDECIN.mssante.fr')).toBe(true);
+      expect(await store.isTrustedDomain('mssante.fr')).toBe(false);
+      expect(await store.operatorDnsFor('medecin.mssante.fr')).toEqual([
+        'CN=mx1.operateur-exemple.fr,OU=199900000001,O=GIP OPERATEUR EXEMPLE,ST=Paris (75),C=FR',
+        'CN=mx2.operateur-exemple.fr,OU=199900000001,O=GIP OPERATEUR EXEMPLE,ST=Paris (75),C=FR',
+      ]);
+      expect(await store.operatorDnsFor('unknown.example')).toEqual([]);
+      expect((await store.counts()).trustDomains).toBe(5);
+    });
+
+    it('a complete list replaces the previous one, a truncated one only adds', async () => {
+      await importWhitelist(store, WHITELIST);
+      const text = readFileSync(WHITELIST, 'utf8');
+      const truncatedFile = join(dir, 'truncated.xml');
+      // Cut inside the last Domaine, after replacing the first domain's name.
+      writeFileSync(
+        truncatedFile,
+        text
+          .replace('<Nom>medecin.mssante.fr</Nom>', '<Nom>new.mssante.fr</Nom>')
+          .slice(0, text.lastIndexOf('<DNCertificatOperateur>')),
+      );
+      const truncated = await importWhitelist(store, truncatedFile);
+      expect(truncated.truncated).toBe(true);
+      expect(truncated.skipped).toEqual([
+        { line: 44, reason: 'Domaine element cut off by the end of the file' },
+      ]);
+      expect(truncated.removed).toBe(0);
+      expect(await store.isTrustedDomain('new.mssante.fr')).toBe(true);
+      expect(await store.isTrustedDomain('esp-val-vert.mssante.fr')).toBe(true);
+
+      const smaller = join(dir, 'smaller.xml');
+      writeFileSync(smaller, text.replace(/<Domaine>\s*<Nom>esp-val-vert[\s\S]*?<\/Domaine>/, ''));
+      const replaced = await importWhitelist(store, smaller);
+      expect(replaced.truncated).toBe(false);
+      expect(await store.isTrustedDomain('esp-val-vert.mssante.fr')).toBe(false);
+      expect(await store.isTrustedDomain('new.mssante.fr')).toBe(false);
+    });
+  });
+
+  it('survives a reopen and leaves the schema version alone', async () => {
+    await importExtract(store, SAMPLE);
+    await store.close();
+    store = await backend.open();
+    expect((await store.counts()).mailboxes).toBe(40);
+  });
+});
+
+describe('directory beside the hosted-mailbox store (one SQLite file)', () => {
+  it('reports hosted mailboxes and resolves hosted-only ones', async () => {
+    const file = join(dir, 'shared.sqlite');
+    const hosted = openMailboxStore(file);
+    const store = await openSqliteDirectory(file, { hostedMailboxes: hosted });
+    try {
+      await importExtract(store, SAMPLE);
+      await hosted.add('matheo.laurent0@pharmacien.mssante.fr');
+      await hosted.add('logiciel@cabinet.example', { type: 'APP', displayName: 'Logiciel métier' });
+      expect((await store.resolveAddress('matheo.laurent0@pharmacien.mssante.fr'))?.hosted).toBe(true);
+      expect((await store.resolveAddress('elodie.roux1@infirmier.mssante.fr'))?.hosted).toBe(false);
+      expect(await store.resolveAddress('LOGICIEL@cabinet.example')).toMatchObject({
+        address: 'logiciel@cabinet.example',
+        type: 'APP',
+        source: 'local',
+        hosted: true,
+        displayName: 'Logiciel métier',
+        structures: [],
+      });
+      // The hosted-mailbox store still opens (its own schema version is untouched).
+      hosted.close();
+      const again = openMailboxStore(file);
+      expect(again.isHosted('logiciel@cabinet.example')).toBe(true);
+      again.close();
+    } finally {
+      hosted.close();
+      await store.close();
+    }
+  });
+});
