@@ -11,13 +11,14 @@ import {
   type Asn1Node,
 } from './asn1-der.ts';
 import { isRevoked, type ParsedCrl } from './cert-crl.ts';
+import type { OcspOutcome } from './cert-ocsp.ts';
 import { CryptoError, type TrustStatus } from './types.ts';
 
 /**
  * Certificates for S/MIME: reading them (OpenSSL through `X509Certificate`, plus the fields it
  * does not expose, from the DER), and validating a signer's chain to configured trust anchors
  * (RFC 5280 §6, the parts S/MIME needs: names and signatures up the chain, validity periods,
- * CA flag, key usage, CRL revocation, algorithm strength).
+ * CA flag, key usage, CRL and OCSP revocation, algorithm strength).
  */
 
 /** A certificate as PEM text, DER bytes or a parsed `X509Certificate`. */
@@ -223,8 +224,13 @@ export interface PathOptions {
   /** Candidate intermediates (from the message and from configuration). */
   intermediates: CertInfo[];
   crls: ParsedCrl[];
-  /** When true, a certificate without a current CRL from its issuer is `revocation-unknown`. */
+  /**
+   * When true, a certificate with neither a current CRL from its issuer nor a good OCSP answer is
+   * `revocation-unknown`.
+   */
   requireRevocationCheck: boolean;
+  /** OCSP answers gathered beforehand (`cert-ocsp.ts` `ocspStatus`), looked up per certificate. */
+  ocsp?: (cert: CertInfo, issuer: CertInfo) => OcspOutcome | undefined;
   now: Date;
 }
 
@@ -246,8 +252,14 @@ function issuedBy(cert: CertInfo, issuer: CertInfo): boolean {
   }
 }
 
-/** Builds and checks the chain from `leaf` to one of the anchors. */
-export function validatePath(leaf: CertInfo, opts: PathOptions): PathResult {
+/**
+ * The chain from `leaf` towards one of the anchors (leaf first), without any check beyond
+ * issuance: `anchored` says whether an anchor was reached.
+ */
+export function buildPath(
+  leaf: CertInfo,
+  opts: Pick<PathOptions, 'anchors' | 'intermediates'>,
+): { path: CertInfo[]; anchored: boolean } {
   const path: CertInfo[] = [leaf];
   let anchored = opts.anchors.some((a) => a.der.equals(leaf.der));
   let current = leaf;
@@ -263,6 +275,13 @@ export function validatePath(leaf: CertInfo, opts: PathOptions): PathResult {
     path.push(next);
     current = next;
   }
+  return { path, anchored };
+}
+
+/** Builds and checks the chain from `leaf` to one of the anchors. */
+export function validatePath(leaf: CertInfo, opts: PathOptions): PathResult {
+  const { path, anchored } = buildPath(leaf, opts);
+  const current = path[path.length - 1]!;
   const found: Array<{ status: TrustStatus; problem: string }> = [];
   if (!anchored) {
     found.push({
@@ -284,14 +303,24 @@ export function validatePath(leaf: CertInfo, opts: PathOptions): PathResult {
     }
     const issuer = path[i + 1];
     if (issuer === undefined) return;
+    // Revoked by either source is revoked; a current CRL or a good OCSP answer is enough otherwise.
     const revocation = isRevoked(cert, issuer, opts.crls, opts.now);
+    const ocsp = opts.ocsp?.(cert, issuer);
     if (revocation.state === 'revoked') {
       found.push({
         status: 'revoked',
         problem: `certificate "${subjectName(cert)}" was revoked on ${revocation.date.toISOString()}`,
       });
-    } else if (revocation.state === 'unknown' && opts.requireRevocationCheck) {
-      found.push({ status: 'revocation-unknown', problem: `"${subjectName(cert)}": ${revocation.why}` });
+    } else if (ocsp?.state === 'revoked') {
+      found.push({
+        status: 'revoked',
+        problem: `certificate "${subjectName(cert)}" was revoked on ${ocsp.date.toISOString()} (OCSP${ocsp.reason === undefined ? '' : `, ${ocsp.reason}`})`,
+      });
+    } else if (revocation.state === 'unknown' && ocsp?.state !== 'good' && opts.requireRevocationCheck) {
+      found.push({
+        status: 'revocation-unknown',
+        problem: `"${subjectName(cert)}": ${revocation.why}${ocsp === undefined ? '' : `; OCSP: ${ocsp.why}`}`,
+      });
     }
   });
   const usage = usageProblem(leaf, 'sign');

@@ -28,8 +28,10 @@ import {
   tlvChunks,
   type Asn1Node,
 } from './asn1-der.ts';
-import { parseCrl, type ParsedCrl } from './cert-crl.ts';
+import { isRevoked, parseCrl, type ParsedCrl } from './cert-crl.ts';
+import { ocspStatus, type OcspFetcher, type OcspOutcome } from './cert-ocsp.ts';
 import {
+  buildPath,
   certificateFromDer,
   emailAddressesOf,
   keyIdOf,
@@ -144,7 +146,26 @@ export interface VerifyOptions {
   intermediates?: CertificateInput[];
   /** DER or PEM CRLs of the issuers. */
   crls?: Array<Uint8Array | string>;
-  /** Without a current CRL for each certificate of the chain, trust is `revocation-unknown`. */
+  /**
+   * OCSP responses (DER) obtained beforehand, e.g. from the gateway's cache; each one is used for
+   * the certificate its CertID names, after the checks of `cert-ocsp.ts`.
+   */
+  ocspResponses?: Uint8Array[];
+  /**
+   * Asks an OCSP responder: DER request in, DER response out. Called for each certificate of the
+   * chain below the anchor that no CRL already shows revoked and no `ocspResponses` entry answers,
+   * with the certificate's AIA OCSP URL (or `ocspUrl`). Runs in the calling thread only (a
+   * function does not cross to the worker pool: pass `ocspResponses` there).
+   */
+  fetchOcsp?: OcspFetcher;
+  /** Responder for certificates without an AIA OCSP URL (needs `fetchOcsp`). */
+  ocspUrl?: string;
+  /** Put a nonce in fetched requests and require its echo; default false (RFC 5019 responders ignore it). */
+  ocspNonce?: boolean;
+  /**
+   * Without a current CRL or a good OCSP answer for each certificate of the chain, trust is
+   * `revocation-unknown`.
+   */
   requireRevocationCheck?: boolean;
   /** Throw instead of returning when the message is unsigned or a signature is not valid. */
   expectSigned?: boolean;
@@ -954,6 +975,7 @@ function verifySigner(
     intermediates: CertInfo[];
     crls: ParsedCrl[];
     requireRevocationCheck: boolean;
+    ocsp: (cert: CertInfo, issuer: CertInfo) => OcspOutcome | undefined;
     now: Date;
   },
 ): SignerResult {
@@ -1054,23 +1076,106 @@ const TRUST_TO_CODE: Record<TrustStatus, CryptoErrorCode> = {
 /**
  * Verifies a signed message (multipart/signed or opaque SignedData): every signer's signature
  * over the content, and its certificate chain to `trustAnchors` at `now` (validity, key usage /
- * emailProtection, CRLs, algorithm strength). Returns the structured result; with
+ * emailProtection, CRLs and OCSP, algorithm strength). Returns the structured result; with
  * `expectSigned`, an unsigned or invalid message throws instead (signature stripping).
  */
 export async function verify(options: VerifyOptions): Promise<SmimeVerificationResult> {
-  return asCryptoError('verify', () => verifyNow(options));
+  const parsed = asCryptoError('verify', () => parseSigned(options));
+  if ('unsigned' in parsed) return parsed.unsigned;
+  let signers = asCryptoError('verify', () => signerResults(parsed, options, new Map()));
+  if (asList(options.ocspResponses).length > 0 || options.fetchOcsp !== undefined) {
+    // OCSP only for signers whose signature verifies and whose chain reaches an anchor: a forged
+    // or foreign signature never makes us send a request (nor to a URL an attacker chose).
+    let ocsp: Map<string, OcspOutcome>;
+    try {
+      ocsp = await gatherOcsp(parsed, signers, options);
+    } catch (err) {
+      if (err instanceof CryptoError) throw err;
+      throw new CryptoError('malformed', 'verify: the message could not be processed', { cause: err });
+    }
+    if (ocsp.size > 0) signers = asCryptoError('verify', () => signerResults(parsed, options, ocsp));
+  }
+  return finishVerify(parsed.content, signers, options);
 }
 
-function verifyNow(options: VerifyOptions): SmimeVerificationResult {
+interface ParsedSigned {
+  content: Buffer;
+  eContentType: string;
+  certs: CertInfo[];
+  signerInfos: Asn1Node;
+  ctx: { anchors: CertInfo[]; intermediates: CertInfo[]; crls: ParsedCrl[]; now: Date };
+}
+
+/** Key of an OCSP answer: the certificate (DER) under its issuer (subject and key). */
+function ocspKey(cert: CertInfo, issuer: CertInfo): string {
+  return `${cert.der.toString('base64')}|${issuer.der.toString('base64')}`;
+}
+
+/**
+ * OCSP answers for every (certificate, issuer) link below the anchor of the chains of the signers
+ * that passed the first pass (signature valid, chain anchored). Links are asked in parallel;
+ * failures become `unknown` answers.
+ */
+async function gatherOcsp(
+  parsed: ParsedSigned,
+  firstPass: SignerResult[],
+  options: VerifyOptions,
+): Promise<Map<string, OcspOutcome>> {
+  const answers = new Map<string, OcspOutcome>();
+  const responses = asList(options.ocspResponses);
+  const links = new Map<string, [CertInfo, CertInfo]>();
+  const { ctx } = parsed;
+  for (const [n, si] of parsed.signerInfos.children.entries()) {
+    const before = firstPass[n];
+    if (before === undefined || !before.signatureValid || before.trust === 'untrusted') continue;
+    const sid = si.children[1];
+    const leaf = sid === undefined ? undefined : parsed.certs.find((c) => matchesRecipient(sid, c));
+    if (leaf === undefined) continue;
+    const { path, anchored } = buildPath(leaf, {
+      anchors: ctx.anchors,
+      intermediates: [...parsed.certs, ...ctx.intermediates],
+    });
+    if (!anchored) continue;
+    for (let i = 0; i + 1 < path.length; i++) {
+      const [cert, issuer] = [path[i]!, path[i + 1]!];
+      // Revoked per CRL already: nothing OCSP could add.
+      if (isRevoked(cert, issuer, ctx.crls, ctx.now).state === 'revoked') continue;
+      links.set(ocspKey(cert, issuer), [cert, issuer]);
+    }
+  }
+  await Promise.all(
+    [...links].map(async ([key, [cert, issuer]]) => {
+      answers.set(
+        key,
+        await ocspStatus(cert, issuer, {
+          responses,
+          now: ctx.now,
+          nonce: options.ocspNonce ?? false,
+          ...(options.fetchOcsp === undefined ? {} : { fetch: options.fetchOcsp }),
+          ...(options.ocspUrl === undefined ? {} : { defaultUrl: options.ocspUrl }),
+        }),
+      );
+    }),
+  );
+  return answers;
+}
+
+function parseSigned(options: VerifyOptions): ParsedSigned | { unsigned: SmimeVerificationResult } {
   rejectUnknownOptions('verify', options, [
     'message',
     'trustAnchors',
     'intermediates',
     'crls',
+    'ocspResponses',
+    'fetchOcsp',
+    'ocspUrl',
+    'ocspNonce',
     'requireRevocationCheck',
     'expectSigned',
     'now',
   ]);
+  if (options.fetchOcsp !== undefined && typeof options.fetchOcsp !== 'function')
+    throw new CryptoError('unknown-option', 'verify: fetchOcsp must be a function');
   const bytes = asBuffer(options.message);
   const located = locateCms(bytes);
   const now = options.now ?? new Date();
@@ -1093,7 +1198,15 @@ function verifyNow(options: VerifyOptions): SmimeVerificationResult {
 
   if (signedDataNode === undefined) {
     if (options.expectSigned === true) throw new CryptoError('not-signed', 'the message is not signed');
-    return { signed: false, valid: false, signers: [], problems: ['the message is not signed'], content };
+    return {
+      unsigned: {
+        signed: false,
+        valid: false,
+        signers: [],
+        problems: ['the message is not signed'],
+        content,
+      },
+    };
   }
 
   // SignedData: version, digestAlgorithms, encapContentInfo, [0] certificates?, [1] crls?, signerInfos
@@ -1128,10 +1241,30 @@ function verifyNow(options: VerifyOptions): SmimeVerificationResult {
     anchors: options.trustAnchors.map(parseCertificate),
     intermediates: asList(options.intermediates).map(parseCertificate),
     crls: asList(options.crls).map(parseCrl),
-    requireRevocationCheck: options.requireRevocationCheck ?? false,
     now,
   };
-  const signers = signerInfos.children.map((si) => verifySigner(si, content, eContentType, certs, ctx));
+  return { content, eContentType, certs, signerInfos, ctx };
+}
+
+function signerResults(
+  parsed: ParsedSigned,
+  options: VerifyOptions,
+  ocsp: Map<string, OcspOutcome>,
+): SignerResult[] {
+  const { content, eContentType, certs, signerInfos } = parsed;
+  const ctx = {
+    ...parsed.ctx,
+    requireRevocationCheck: options.requireRevocationCheck ?? false,
+    ocsp: (cert: CertInfo, issuer: CertInfo) => ocsp.get(ocspKey(cert, issuer)),
+  };
+  return signerInfos.children.map((si) => verifySigner(si, content, eContentType, certs, ctx));
+}
+
+function finishVerify(
+  content: Buffer,
+  signers: SignerResult[],
+  options: VerifyOptions,
+): SmimeVerificationResult {
   const problems = signers.flatMap((s) => s.problems.map((p) => `${s.identity}: ${p}`));
   if (signers.length === 0) problems.push('SignedData without signers');
   const valid = signers.length > 0 && signers.every((s) => s.signatureValid && s.trust === 'trusted');

@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readAsn1 } from '../crypto/asn1-der.ts';
+import { createCrl } from '../crypto/cert-crl.ts';
 import { buildOcspRequest, checkOcspResponse, ocspUrlsOf } from '../crypto/cert-ocsp.ts';
 import { parseCertificate } from '../crypto/cert-path.ts';
 import { createCa, type KeyAndCert } from '../crypto/dev-pki.ts';
+import { sign, verify } from '../crypto/smime.ts';
 import { CryptoError } from '../crypto/types.ts';
 import {
   makePki,
@@ -12,6 +14,7 @@ import {
   opensslIssue,
   opensslOcspRespond,
   readBytes,
+  signingKey,
   tempDir,
   type SmimePki,
 } from './smime-fixtures.ts';
@@ -30,6 +33,7 @@ let noEku: KeyAndCert;
 let foreignResponder: KeyAndCert;
 let withAia: KeyAndCert;
 let index: string[];
+const content = 'Content-Type: text/plain\r\n\r\nCompte rendu opératoire\r\n';
 
 beforeAll(() => {
   pki = makePki();
@@ -250,5 +254,146 @@ describe('OCSP responses from openssl ocsp', () => {
       }
     }
     expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('verify with OCSP', () => {
+  /** A fetcher that answers through openssl ocsp with the given database, and records the URLs. */
+  const fetcher = (db: string[], urls: string[] = []) => {
+    return async (request: Uint8Array, url: string) => {
+      urls.push(url);
+      return opensslOcspRespond({ ca: pki.ca, signer: responder, index: db, request });
+    };
+  };
+  const anchors = () => [pki.ca.certPem];
+
+  it('signer good per OCSP (AIA URL, fetcher injected): trusted, even with requireRevocationCheck and no CRL', async () => {
+    const signed = await sign({ message: content, signingKeys: signingKey(withAia) });
+    const urls: string[] = [];
+    const r = await verify({
+      message: signed,
+      trustAnchors: anchors(),
+      fetchOcsp: fetcher([ocspIndexLine(withAia.certPem, 'V')], urls),
+      requireRevocationCheck: true,
+    });
+    expect(urls).toEqual([AIA_URL]);
+    expect(r.valid).toBe(true);
+    expect(r.signers[0]!.trust).toBe('trusted');
+    // With a nonce, which openssl echoes.
+    const withNonce = await verify({
+      message: signed,
+      trustAnchors: anchors(),
+      fetchOcsp: fetcher([ocspIndexLine(withAia.certPem, 'V')]),
+      ocspNonce: true,
+      requireRevocationCheck: true,
+    });
+    expect(withNonce.valid).toBe(true);
+  });
+
+  it('signer revoked per OCSP: revoked, and key-revoked with expectSigned', async () => {
+    const signed = await sign({ message: content, signingKeys: signingKey(withAia) });
+    const db = [
+      ocspIndexLine(withAia.certPem, { revokedAt: new Date(Date.now() - HOUR), reason: 'keyCompromise' }),
+    ];
+    const r = await verify({ message: signed, trustAnchors: anchors(), fetchOcsp: fetcher(db) });
+    expect(r.signers[0]).toMatchObject({ signatureValid: true, trust: 'revoked' });
+    expect(r.problems.join('\n')).toMatch(/revoked on .* \(OCSP, keyCompromise\)/);
+    await expect(
+      verify({ message: signed, trustAnchors: anchors(), fetchOcsp: fetcher(db), expectSigned: true }),
+    ).rejects.toMatchObject({ code: 'key-revoked' });
+  });
+
+  it('unknown to the responder, fetch failure, garbage answer: revocation-unknown only when required', async () => {
+    const signed = await sign({ message: content, signingKeys: signingKey(withAia) });
+    const fetchers = [
+      fetcher([]),
+      async () => {
+        throw new Error('connect ECONNREFUSED');
+      },
+      async () => randomBytes(64),
+    ];
+    for (const fetchOcsp of fetchers) {
+      const strict = await verify({
+        message: signed,
+        trustAnchors: anchors(),
+        fetchOcsp,
+        requireRevocationCheck: true,
+      });
+      expect(strict.signers[0]!.trust).toBe('revocation-unknown');
+      expect(strict.problems.join('\n')).toMatch(/OCSP: /);
+      expect((await verify({ message: signed, trustAnchors: anchors(), fetchOcsp })).valid).toBe(true);
+    }
+  });
+
+  it('no OCSP request for a signature that does not verify, nor for a chain to no anchor', async () => {
+    const ascii = 'Content-Type: text/plain\r\n\r\nCompte rendu\r\n';
+    const signed = Buffer.from(await sign({ message: ascii, signingKeys: signingKey(withAia) }));
+    const urls: string[] = [];
+    const fetchOcsp = fetcher([ocspIndexLine(withAia.certPem, 'V')], urls);
+    const tampered = Buffer.from(signed.toString('latin1').replace('Compte rendu', 'Compte-rendu'), 'latin1');
+    const r1 = await verify({ message: tampered, trustAnchors: anchors(), fetchOcsp });
+    expect(r1.signers[0]!.signatureValid).toBe(false);
+    const r2 = await verify({ message: signed, trustAnchors: [pki.alice.certPem], fetchOcsp });
+    expect(r2.signers[0]!.trust).toBe('untrusted');
+    expect(urls).toEqual([]);
+  });
+
+  it('pre-fetched responses and a configured responder URL for a certificate without AIA', async () => {
+    const alice = await sign({ message: content, signingKeys: signingKey(pki.alice) });
+    const bob = await sign({ message: content, signingKeys: signingKey(pki.bob) });
+    // A cache holding answers for several certificates: each is used for its own CertID.
+    const cached = [ask(pki.carol), ask(pki.alice), ask(pki.bob, { signer: responder })];
+    const base = { trustAnchors: anchors(), ocspResponses: cached, requireRevocationCheck: true };
+    expect((await verify({ message: alice, ...base })).valid).toBe(true);
+    expect((await verify({ message: bob, ...base })).signers[0]!.trust).toBe('revoked');
+    // A cached answer signed by a non-responder is not believed.
+    const forged = [ask(pki.alice, { signer: noEku })];
+    const r = await verify({ message: alice, ...base, ocspResponses: forged });
+    expect(r.signers[0]!.trust).toBe('revocation-unknown');
+    expect(r.problems.join('\n')).toMatch(/OCSPSigning/);
+    // Alice has no AIA: the configured responder URL is used.
+    const urls: string[] = [];
+    const viaUrl = await verify({
+      message: alice,
+      trustAnchors: anchors(),
+      fetchOcsp: fetcher(index, urls),
+      ocspUrl: 'http://ocsp.local/',
+      requireRevocationCheck: true,
+    });
+    expect(urls).toEqual(['http://ocsp.local/']);
+    expect(viaUrl.valid).toBe(true);
+  });
+
+  it('CRL and OCSP together: revoked by either is revoked; a current CRL is enough when OCSP has no answer', async () => {
+    const alice = await sign({ message: content, signingKeys: signingKey(pki.alice) });
+    const crl = (revoked: KeyAndCert[]) =>
+      createCrl({
+        ca: pki.ca,
+        caInfo: parseCertificate(pki.ca.certPem),
+        revoked: revoked.map((k) => ({
+          serial: parseCertificate(k.certPem).serial,
+          date: new Date(Date.now() - DAY),
+        })),
+      });
+    const ocspRevoked = [
+      opensslOcspRespond({
+        ca: pki.ca,
+        signer: pki.ca,
+        index: [ocspIndexLine(pki.alice.certPem, { revokedAt: new Date(Date.now() - HOUR) })],
+        request: buildOcspRequest(pki.alice.certPem, pki.ca.certPem),
+      }),
+    ];
+    const base = { message: alice, trustAnchors: anchors(), requireRevocationCheck: true };
+    expect((await verify({ ...base, crls: [crl([])], ocspResponses: ocspRevoked })).signers[0]!.trust).toBe(
+      'revoked',
+    );
+    expect(
+      (await verify({ ...base, crls: [crl([pki.alice])], ocspResponses: [ask(pki.alice)] })).signers[0]!
+        .trust,
+    ).toBe('revoked');
+    expect((await verify({ ...base, crls: [crl([])], ocspResponses: [ask(pki.carol)] })).valid).toBe(true);
+    await expect(verify({ ...base, fetchOcsp: 'http://x' as never })).rejects.toMatchObject({
+      code: 'unknown-option',
+    });
   });
 });
