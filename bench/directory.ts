@@ -1,0 +1,122 @@
+/**
+ * Directory bench: import of a generated Extraction_Correspondance_MSSante (default 535 000 lines,
+ * the size of the real daily file), then the same file again (the idempotent path), then lookup
+ * latency by address and by national id.
+ *
+ *   node bench/directory.ts [lines] [--pg]
+ *
+ * Targets (issue 5, SQLite): import < 60 s and < 300 MB peak RSS; lookup p99 < 1 ms.
+ * `--pg` runs the same on PostgreSQL (127.0.0.1:5432, database `test`, a throw-away schema).
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import pg from 'pg';
+import {
+  importExtract,
+  openPostgresDirectory,
+  openSqliteDirectory,
+  progressBar,
+  type DirectoryStore,
+} from '../directory/index.ts';
+
+const lines = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 535_000);
+const usePg = process.argv.includes('--pg');
+const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const generator = new URL('../../shared/tools/gen-directory.mjs', import.meta.url).pathname;
+
+const extract = join(tmpdir(), `courrier-bench-extract-${lines}.txt`);
+if (!existsSync(extract)) {
+  const t = performance.now();
+  const fd = openSync(extract, 'w');
+  execFileSync(process.execPath, [generator, String(lines), '42'], { stdio: ['ignore', fd, 'inherit'] });
+  closeSync(fd);
+  console.error(`generated ${extract} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+}
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+console.log(`extract: ${lines} lines, ${mb(statSync(extract).size)}`);
+
+const dir = mkdtempSync(join(tmpdir(), 'courrier-bench-directory-'));
+const file = join(dir, 'directory.sqlite');
+const schema = `dir_bench_${randomBytes(4).toString('hex')}`;
+let store: DirectoryStore = usePg
+  ? await openPostgresDirectory({ connectionString: PG_URL, schema })
+  : await openSqliteDirectory(file);
+
+try {
+  for (const label of ['first import', 're-import (unchanged)']) {
+    const t = performance.now();
+    const report = await importExtract(store, extract, { onProgress: progressBar(process.stderr) });
+    process.stderr.write('\n');
+    const s = (performance.now() - t) / 1000;
+    console.log(
+      `${label}: ${s.toFixed(1)} s (${Math.round(report.lines / s)} lines/s), inserted ${report.inserted}, ` +
+        `updated ${report.updated}, unchanged ${report.unchanged}, rejected ${report.rejectedCount}, ` +
+        `peak RSS ${mb(process.resourceUsage().maxRSS * 1024)}`,
+    );
+  }
+
+  // Samples: 20 000 random live addresses and national ids.
+  let addresses: string[];
+  let ids: string[];
+  if (usePg) {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    addresses = (
+      await c.query(`SELECT address FROM ${schema}.dir_mailboxes ORDER BY random() LIMIT 20000`)
+    ).rows.map((r: { address: string }) => r.address);
+    ids = (
+      await c.query(`SELECT national_id FROM ${schema}.dir_professionals ORDER BY random() LIMIT 20000`)
+    ).rows.map((r: { national_id: string }) => r.national_id);
+    await c.end();
+  } else {
+    const db = new DatabaseSync(file, { readOnly: true });
+    addresses = db
+      .prepare('SELECT address FROM dir_mailboxes ORDER BY random() LIMIT 20000')
+      .all()
+      .map((r) => String(r.address));
+    ids = db
+      .prepare('SELECT national_id FROM dir_professionals ORDER BY random() LIMIT 20000')
+      .all()
+      .map((r) => String(r.national_id));
+    db.close();
+  }
+  const latency = async (label: string, keys: string[], f: (k: string) => Promise<unknown>) => {
+    for (const k of keys.slice(0, 500)) await f(k); // warm-up
+    const times: number[] = [];
+    for (const k of keys) {
+      const t = performance.now();
+      if ((await f(k)) === undefined) throw new Error(`${label}: ${k} not found`);
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
+    console.log(
+      `${label}: ${times.length} lookups, p50 ${(q(0.5) * 1000).toFixed(0)} µs, ` +
+        `p99 ${(q(0.99) * 1000).toFixed(0)} µs, max ${(q(1) * 1000).toFixed(0)} µs`,
+    );
+  };
+  await latency('resolveAddress', addresses, (a) => store.resolveAddress(a.toUpperCase()));
+  await latency('findByNationalId', ids, (id) => store.findByNationalId(id));
+  const t = performance.now();
+  const found = await store.search({ name: 'lefevre maelle', city: 'annecy' });
+  console.log(
+    `search (name + city, full scan): ${(performance.now() - t).toFixed(0)} ms, ${found.length} results`,
+  );
+  console.log(
+    `database: ${usePg ? 'postgres' : mb(statSync(file).size)}, counts ${JSON.stringify(await store.counts())}`,
+  );
+} finally {
+  await store.close();
+  store = undefined as unknown as DirectoryStore;
+  if (usePg) {
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
