@@ -16,7 +16,7 @@ import { startSinkProcess, type SinkProcess } from './sink.ts';
 import { fmt, formatTable, machineCpuSeconds, pidsOf, processCpuSeconds, threadSeconds } from './stats.ts';
 
 /**
- * `npm run bench`: end-to-end figures of a real gateway process (`courrier serve`) on loopback,
+ * `npm run bench:gateway` (and the first part of `npm run bench`): end-to-end figures of a real gateway process (`courrier serve`) on loopback,
  * a CPU profile of it, the cost of the spool's fsyncs, and Postfix on the same load when it is
  * installed. Method and reference figures: docs/benchmarks.md.
  *
@@ -41,6 +41,21 @@ const RECIPIENT = 'dr.martin@cabinet.example';
 const redisUrl = process.env.COURRIER_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 const progress = (line: string) => console.error(`bench: ${line}`);
+
+/**
+ * What to undo if the bench is interrupted (Ctrl-C): the gateway child, the Postfix instance (a
+ * daemon: it would outlive the bench), the sink, Redis keys and temporary folders.
+ */
+const onInterrupt = new Set<() => Promise<unknown>>();
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    progress(`${signal}: cleaning up`);
+    void (async () => {
+      for (const undo of [...onInterrupt].reverse()) await undo().catch(() => undefined);
+      process.exit(130);
+    })();
+  });
+}
 
 interface Setup {
   dir: string;
@@ -187,6 +202,8 @@ async function runGateway(
   }
   const log = watchLog(gw);
   const results: RunResult[] = [];
+  const killGateway = () => gw.kill('SIGKILL');
+  onInterrupt.add(killGateway);
   try {
     const target: LoadTarget = {
       port: gw.ports.submission!,
@@ -228,6 +245,7 @@ async function runGateway(
       new Promise((r) => setTimeout(() => r('timeout'), 30_000)),
     ]);
     if (stopped === 'timeout') await gw.kill('SIGKILL');
+    onInterrupt.delete(killGateway);
   }
   return { results, log };
 }
@@ -242,6 +260,8 @@ async function runPostfix(setup: Setup, sizes: number[]): Promise<{ results: Run
   if (!setupResult.ok) return { results: [], note: `postfix: ${setupResult.reason}` };
   const pf = setupResult.instance;
   const results: RunResult[] = [];
+  const stopPostfix = () => pf.stop();
+  onInterrupt.add(stopPostfix);
   try {
     for (const size of sizes) {
       progress(`postfix ${pf.version}, ${size / 1024} KB: ${WARMUP} warm-up + ${MESSAGES} messages`);
@@ -268,6 +288,7 @@ async function runPostfix(setup: Setup, sizes: number[]): Promise<{ results: Run
       );
     }
   } finally {
+    onInterrupt.delete(stopPostfix);
     await pf.stop();
   }
   return {
@@ -462,6 +483,13 @@ async function main(): Promise<void> {
   let fsyncFigures: FsyncFigures | undefined;
   let postfixNote: string | undefined;
   let shm: string | undefined;
+  const cleanUp = async () => {
+    await setup.sink.close();
+    for (const prefix of setup.prefixes) await dropRedisPrefix(redisUrl, prefix);
+    fs.rmSync(setup.dir, { recursive: true, force: true });
+    if (shm) fs.rmSync(shm, { recursive: true, force: true });
+  };
+  onInterrupt.add(cleanUp);
   try {
     const configFile = await gatewayConfig(setup, 'gateway', path.join(setup.dir, 'data'));
     const plain = await runGateway(setup, configFile, SIZES, { label: 'courrier' });
@@ -510,10 +538,8 @@ async function main(): Promise<void> {
       postfixNote = 'postfix: skipped (BENCH_POSTFIX=0)';
     }
   } finally {
-    await setup.sink.close();
-    for (const prefix of setup.prefixes) await dropRedisPrefix(redisUrl, prefix);
-    fs.rmSync(setup.dir, { recursive: true, force: true });
-    if (shm) fs.rmSync(shm, { recursive: true, force: true });
+    onInterrupt.delete(cleanUp);
+    await cleanUp();
   }
 
   const cpu = os.cpus();
