@@ -30,6 +30,11 @@ import { StartupError, startApp } from './app.ts';
 import { ensureDataDir, type DataPaths } from './first-run.ts';
 import { createLogger } from './log.ts';
 
+/** A command's result, on stdout (the logger is for the gateway's own events, on serve). */
+function out(text: string): void {
+  process.stdout.write(`${text}\n`);
+}
+
 class UsageError extends Error {
   override readonly name = 'UsageError';
 }
@@ -44,7 +49,7 @@ function adminName(): string {
 }
 
 function printJsonOr(json: boolean, value: unknown, text: () => string): void {
-  console.log(json ? JSON.stringify(value, null, 2) : text());
+  out(json ? JSON.stringify(value, null, 2) : text());
 }
 
 function formatStatus(m: MessageStatus): string {
@@ -161,9 +166,9 @@ export function buildCli(): Command {
     .action(async (_opts, cmd: Command) => {
       const config = configFrom(cmd);
       const paths = await dataDir(config);
-      console.log(`data folder: ${paths.dataDir}`);
+      out(`data folder: ${paths.dataDir}`);
       if (paths.devMailbox) {
-        console.log(`first mailbox: ${paths.devMailbox.address}  password: ${paths.devMailbox.password}`);
+        out(`first mailbox: ${paths.devMailbox.address}  password: ${paths.devMailbox.password}`);
       }
     });
 
@@ -179,7 +184,7 @@ export function buildCli(): Command {
     .description('validate the configuration and exit')
     .action((_opts, cmd: Command) => {
       configFrom(cmd);
-      console.log('configuration is valid');
+      out('configuration is valid');
     });
 
   program
@@ -221,7 +226,7 @@ export function buildCli(): Command {
         await withQueue(config, async (ctx) => {
           for (const id of ids) {
             await fn(ctx, id);
-            console.log(`${id}: ${name} done`);
+            out(`${id}: ${name} done`);
           }
         });
       });
@@ -255,7 +260,7 @@ export function buildCli(): Command {
           ...(opts.name ? { displayName: opts.name } : {}),
           ...(password ? { password } : {}),
         });
-        console.log(`added ${m.address} (${m.type})${m.hasPassword ? '' : ' without a password'}`);
+        out(`added ${m.address} (${m.type})${m.hasPassword ? '' : ' without a password'}`);
       }),
     );
   mailbox
@@ -266,7 +271,7 @@ export function buildCli(): Command {
         const password = readPassword({ passwordStdin: true });
         if (!password) throw new UsageError('give the password on standard input');
         await store.setPassword(address, password);
-        console.log(`password set for ${address}`);
+        out(`password set for ${address}`);
       }),
     );
   mailbox
@@ -285,7 +290,7 @@ export function buildCli(): Command {
     .action((address: string, _opts, cmd: Command) =>
       withMailboxes(cmd, async (store) => {
         if (!store.remove(address)) throw new AdminError(`no mailbox ${address}`);
-        console.log(`removed ${address}`);
+        out(`removed ${address}`);
       }),
     );
   return program;
