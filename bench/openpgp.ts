@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generatePgpKey, readPgpPrivateKey, readPgpPublicKey } from '../crypto/openpgp-keys.ts';
 import { pgpDecrypt, pgpEncrypt } from '../crypto/openpgp-mime.ts';
+import { throughput } from './stats.ts';
 
 const SECONDS = Number(process.env.BENCH_OPENPGP_SECONDS ?? 3);
 const SIZES_KB = (process.env.BENCH_OPENPGP_SIZES ?? '100,2048').split(',').map(Number);
@@ -50,23 +51,15 @@ async function measure(
   sizeBytes: number,
   run: () => unknown,
 ): Promise<Cell> {
-  await run(); // warm-up (JIT, page cache, gpg-agent started)
-  let iterations = 0;
-  const started = process.hrtime.bigint();
-  const deadline = started + BigInt(Math.round(SECONDS * 1e9));
-  while (iterations < MIN_ITERATIONS || process.hrtime.bigint() < deadline) {
-    await run();
-    iterations++;
-  }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const t = await throughput(run, SECONDS, MIN_ITERATIONS);
   return {
     tool,
     operation,
     sizeKb: Math.round(sizeBytes / 1024),
-    perSecond: iterations / seconds,
-    msPerMessage: (seconds * 1000) / iterations,
-    mbPerSecond: (sizeBytes * iterations) / seconds / 1e6,
-    iterations,
+    perSecond: t.perSecond,
+    msPerMessage: t.msPerMessage,
+    mbPerSecond: (sizeBytes * t.iterations) / t.seconds / 1e6,
+    iterations: t.iterations,
   };
 }
 

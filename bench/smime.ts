@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import forge from 'node-forge';
 import { createCa, issueCertificate } from '../crypto/dev-pki.ts';
 import { decrypt, encrypt, sign, verify } from '../crypto/smime.ts';
+import { throughput } from './stats.ts';
 
 const SECONDS = Number(process.env.BENCH_SMIME_SECONDS ?? 2);
 const SIZES_KB = (process.env.BENCH_SMIME_SIZES ?? '100,2048').split(',').map(Number);
@@ -51,22 +52,14 @@ interface Cell {
 }
 
 async function measure(tool: string, operation: string, sizeKb: number, run: () => unknown): Promise<Cell> {
-  await run(); // warm-up
-  let iterations = 0;
-  const started = process.hrtime.bigint();
-  const deadline = started + BigInt(Math.round(SECONDS * 1e9));
-  while (iterations < MIN_ITERATIONS || process.hrtime.bigint() < deadline) {
-    await run();
-    iterations++;
-  }
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const t = await throughput(run, SECONDS, MIN_ITERATIONS);
   return {
     tool,
     operation,
     sizeKb,
-    perSecond: iterations / seconds,
-    msPerMessage: (seconds * 1000) / iterations,
-    iterations,
+    perSecond: t.perSecond,
+    msPerMessage: t.msPerMessage,
+    iterations: t.iterations,
   };
 }
 

@@ -182,3 +182,29 @@ export class CpuMeter {
     return { cores, machineBusy: share('busy'), machineSteal: share('steal'), seconds };
   }
 }
+
+/**
+ * Runs `run` once to warm up, then again and again for at least `seconds` and `minIterations`
+ * runs; returns the rate. Shared by the crypto benchmarks.
+ */
+export async function throughput(
+  run: () => unknown,
+  seconds: number,
+  minIterations: number,
+): Promise<{ perSecond: number; msPerMessage: number; iterations: number; seconds: number }> {
+  await run(); // warm-up (JIT, page cache, agents started)
+  let iterations = 0;
+  const started = process.hrtime.bigint();
+  const deadline = started + BigInt(Math.round(seconds * 1e9));
+  while (iterations < minIterations || process.hrtime.bigint() < deadline) {
+    await run();
+    iterations++;
+  }
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  return {
+    perSecond: iterations / elapsed,
+    msPerMessage: (elapsed * 1000) / iterations,
+    iterations,
+    seconds: elapsed,
+  };
+}
