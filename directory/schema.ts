@@ -108,6 +108,39 @@ const MIGRATIONS: string[][] = [
        PRIMARY KEY (domain, operator_dn)
      )`,
   ],
+  [
+    // One line of PS_LibreAcces_Personne_activite: a professional's activity (role, mode, sector)
+    // at a site. `activity_key` identifies the activity within the person across imports;
+    // `row_hash`/`last_import`/`retired_at` work as for dir_mailbox_links.
+    `CREATE TABLE dir_activities (
+       national_id   TEXT NOT NULL,
+       activity_key  TEXT NOT NULL,
+       structure_key TEXT,
+       site_name     TEXT,
+       role_code     TEXT,
+       role_label    TEXT,
+       mode_code     TEXT,
+       mode_label    TEXT,
+       sector_code   TEXT,
+       sector_label  TEXT,
+       street        TEXT,
+       postcode      TEXT,
+       city          TEXT,
+       city_norm     TEXT,
+       department    TEXT,
+       country       TEXT,
+       row_hash      TEXT NOT NULL,
+       last_import   {int8} NOT NULL,
+       retired_at    {int8},
+       PRIMARY KEY (national_id, activity_key)
+     )`,
+    'CREATE INDEX dir_activities_structure ON dir_activities (structure_key)',
+    'CREATE INDEX dir_activities_last_import ON dir_activities (last_import)',
+    // Import lock: the running import refreshes heartbeat_at; another import waits or is refused
+    // unless the heartbeat is stale (the holder died).
+    'ALTER TABLE dir_imports ADD COLUMN heartbeat_at {int8}',
+    'ALTER TABLE dir_imports ADD COLUMN holder TEXT',
+  ],
 ];
 
 export const DIRECTORY_SCHEMA_VERSION = MIGRATIONS.length;
