@@ -17,9 +17,10 @@ fi
 # Install or refresh dependencies when the lockfile changed since the last install. `npm install`
 # rather than `npm ci`: the lockfile pins every version, but it cannot list msgpackr-extract's
 # prebuilt packages for other platforms (the registry reachable here does not serve them), and
-# `npm ci` refuses a lockfile with such gaps. `npm install` keeps to the lockfile all the same.
+# `npm ci` refuses a lockfile with such gaps. `npm install` keeps to the lockfile all the same, and
+# `--no-save` leaves it untouched (no dirty checkout after `npm start`).
 if [ ! -f "$here/node_modules/.package-lock.json" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
-  (cd "$here" && npm install --no-audit --no-fund --loglevel=error >&2)
+  (cd "$here" && npm install --no-save --no-audit --no-fund --loglevel=error >&2)
 fi
 PATH="$here/node_modules/.bin:$PATH"
 export PATH
