@@ -96,6 +96,10 @@ export interface DirectoryStore {
   addTeamMember(teamId: string, member: TeamMember): Promise<void>;
   removeTeamMember(teamId: string, member: TeamMember): Promise<boolean>;
   getTeam(idOrAddress: string): Promise<(Team & { members: TeamMember[] }) | undefined>;
+  /** Every team, ordered by id. */
+  listTeams(): Promise<Team[]>;
+  /** Removes a team and its memberships; false if there was no such team. */
+  removeTeam(id: string): Promise<boolean>;
   /** Members' addresses, one per member, deduplicated; `profession` keeps members of one code. */
   expandTeam(idOrAddress: string, opts?: { profession?: string }): Promise<TeamExpansion | undefined>;
 
@@ -398,6 +402,17 @@ async function createDirectoryStore(
       const row = await teamRow(idOrAddress);
       if (row === undefined) return undefined;
       return { ...toTeam(row), members: await membersOf(String(row.id)) };
+    },
+
+    async listTeams() {
+      return (await driver.all('SELECT * FROM dir_teams ORDER BY id')).map(toTeam);
+    },
+
+    async removeTeam(id) {
+      return driver.transaction(async (tx) => {
+        await tx.run('DELETE FROM dir_team_members WHERE team_id = ?', [id]);
+        return (await tx.run('DELETE FROM dir_teams WHERE id = ?', [id])) > 0;
+      });
     },
 
     async expandTeam(idOrAddress, opts = {}) {
