@@ -173,6 +173,55 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
 
+  directory: z
+    .strictObject({
+      /**
+       * `sqlite`: `<dataDir>/directory.sqlite`, the hosted-mailbox file; `postgres`: shared by
+       * several gateway instances.
+       */
+      backend: z.enum(['sqlite', 'postgres']).default('sqlite'),
+      postgres: z
+        .strictObject({
+          /** `postgres://user:password@host:5432/db`; a password in it is a secret (redacted when printed). */
+          url: z.string().min(1).optional(),
+          /** Schema holding the directory tables, created if missing. */
+          schema: z
+            .string()
+            .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _, at most 63')
+            .default('courrier_directory'),
+        })
+        .prefault({}),
+      /** JSON search endpoint (GET /directory/...), off by default. */
+      http: z
+        .strictObject({
+          enabled: z.boolean().default(false),
+          host: z.string().default('127.0.0.1'),
+          port: port.default(8025),
+          /** Bearer token the clients send (`Authorization: Bearer <token>`); required when enabled. */
+          token: secretString.optional(),
+        })
+        .superRefine((h, ctx) => {
+          if (h.enabled && h.token === undefined) {
+            ctx.addIssue({ code: 'custom', path: ['token'], message: 'required when http.enabled is true' });
+          }
+          // A guessable token on an endpoint that lists professionals is no protection.
+          if (h.token !== undefined && h.token.length < 16) {
+            ctx.addIssue({ code: 'custom', path: ['token'], message: 'at least 16 characters' });
+          }
+        })
+        .prefault({}),
+    })
+    .superRefine((d, ctx) => {
+      if (d.backend === 'postgres' && d.postgres.url === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['postgres', 'url'],
+          message: 'required when directory.backend is postgres',
+        });
+      }
+    })
+    .prefault({}),
+
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -185,3 +234,4 @@ export type ConfigInput = z.input<typeof configSchema>;
 /** The validated, fully defaulted configuration. Durations are in ms, sizes in bytes. */
 export type Config = z.output<typeof configSchema>;
 export type RouteConfig = z.output<typeof routeSchema>;
+export type DirectoryConfig = Config['directory'];
