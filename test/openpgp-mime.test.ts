@@ -1,7 +1,6 @@
 /** PGP/MIME verbs and keys without gpg: API shape, options, MIME details, v6 keys, passphrases. */
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { PrivateKey, PublicKey } from 'openpgp';
-import { CryptoError } from '../crypto/types.ts';
 import {
   checkPgpKey,
   generatePgpKey,
@@ -11,6 +10,7 @@ import {
 } from '../crypto/openpgp-keys.ts';
 import { pgpDecrypt, pgpEncrypt, pgpSign, pgpVerify } from '../crypto/openpgp-mime.ts';
 import { encodeQuotedPrintable, makeSevenBitSafe, splitMultipart } from '../crypto/pgp-mime.ts';
+import { cryptoError } from './helpers/openpgp-fixture.ts';
 
 const PART = 'Content-Type: text/plain; charset=us-ascii\r\n\r\nRendez-vous mardi.\r\n';
 
@@ -19,15 +19,6 @@ let alicePub: PublicKey;
 let bobPriv: PrivateKey;
 let bobPub: PublicKey;
 let protectedArmored: string;
-
-async function rejects(p: Promise<unknown>): Promise<CryptoError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CryptoError);
-  return err as CryptoError;
-}
 
 beforeAll(async () => {
   const [alice, bob, prot] = await Promise.all([
@@ -52,12 +43,12 @@ describe('options', () => {
       readPgpPrivateKey(protectedArmored, { password: 'x' } as never),
       generatePgpKey({ userIDs: [{ email: 'x@example.org' }], curve: 'p256' } as never),
     ];
-    for (const c of cases) expect((await rejects(c)).code).toBe('unknown-option');
+    for (const c of cases) expect((await cryptoError(c)).code).toBe('unknown-option');
   });
 
   it('without keys: no-matching-key', async () => {
-    expect((await rejects(pgpSign(PART, { signingKeys: [] }))).code).toBe('no-matching-key');
-    expect((await rejects(pgpEncrypt(PART, { encryptionKeys: [] }))).code).toBe('no-matching-key');
+    expect((await cryptoError(pgpSign(PART, { signingKeys: [] }))).code).toBe('no-matching-key');
+    expect((await cryptoError(pgpEncrypt(PART, { encryptionKeys: [] }))).code).toBe('no-matching-key');
   });
 });
 
@@ -93,9 +84,9 @@ describe('round trips', () => {
     const res = await pgpVerify(signed, { verificationKeys: bobPub });
     expect(res.verification.valid).toBe(false);
     expect(res.verification.signers[0]).toMatchObject({ trust: 'untrusted', signatureValid: false });
-    expect((await rejects(pgpVerify(signed, { verificationKeys: bobPub, expectSigned: true }))).code).toBe(
-      'untrusted',
-    );
+    expect(
+      (await cryptoError(pgpVerify(signed, { verificationKeys: bobPub, expectSigned: true }))).code,
+    ).toBe('untrusted');
   });
 
   it('encrypt without signing; decrypt reports unsigned', async () => {
@@ -107,7 +98,7 @@ describe('round trips', () => {
 
   it('decrypting with a key the message is not for: no-matching-key', async () => {
     const enc = await pgpEncrypt(PART, { encryptionKeys: bobPub });
-    expect((await rejects(pgpDecrypt(enc, { decryptionKeys: alicePriv }))).code).toBe('no-matching-key');
+    expect((await cryptoError(pgpDecrypt(enc, { decryptionKeys: alicePriv }))).code).toBe('no-matching-key');
   });
 
   it('v6 (RFC 9580) keys round-trip with AEAD (SEIPDv2)', async () => {
@@ -124,8 +115,8 @@ describe('round trips', () => {
 
 describe('keys', () => {
   it('passphrase-protected private keys: missing or wrong passphrase is passphrase-required', async () => {
-    expect((await rejects(readPgpPrivateKey(protectedArmored))).code).toBe('passphrase-required');
-    expect((await rejects(readPgpPrivateKey(protectedArmored, { passphrase: 'wrong' }))).code).toBe(
+    expect((await cryptoError(readPgpPrivateKey(protectedArmored))).code).toBe('passphrase-required');
+    expect((await cryptoError(readPgpPrivateKey(protectedArmored, { passphrase: 'wrong' }))).code).toBe(
       'passphrase-required',
     );
     const key = await readPgpPrivateKey(protectedArmored, { passphrase: 'correct horse' });
@@ -180,7 +171,7 @@ describe('MIME details', () => {
   });
 
   it('8-bit header bytes in the part to sign are refused, not silently signed', async () => {
-    const err = await rejects(
+    const err = await cryptoError(
       pgpSign('Content-Type: text/plain; name="r\u00e9sum\u00e9.txt"\r\n\r\nx\r\n', {
         signingKeys: alicePriv,
       }),
@@ -202,7 +193,7 @@ describe('MIME details', () => {
     expect(res.verification.problems[0]).toMatch(/inline PGP/);
     const enc =
       'Content-Type: text/plain\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nxx\r\n-----END PGP MESSAGE-----\r\n';
-    const err = await rejects(pgpDecrypt(enc, { decryptionKeys: bobPriv }));
+    const err = await cryptoError(pgpDecrypt(enc, { decryptionKeys: bobPriv }));
     expect(err.code).toBe('unsupported');
     expect(err.message).toMatch(/inline PGP/);
   });
@@ -210,6 +201,6 @@ describe('MIME details', () => {
   it('S/MIME multipart/signed is not ours: unsupported', async () => {
     const smime =
       'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n';
-    expect((await rejects(pgpVerify(smime, { verificationKeys: alicePub }))).code).toBe('unsupported');
+    expect((await cryptoError(pgpVerify(smime, { verificationKeys: alicePub }))).code).toBe('unsupported');
   });
 });

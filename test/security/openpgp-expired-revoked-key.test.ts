@@ -4,52 +4,28 @@
  * `revoked`). Decryption with an expired key still works: mail sent before expiry must open.
  */
 import * as openpgp from 'openpgp';
-import type { PrivateKey, PublicKey } from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CryptoError } from '../../crypto/types.ts';
-import { generatePgpKey, readPgpPrivateKey, readPgpPublicKey } from '../../crypto/openpgp-keys.ts';
 import { pgpDecrypt, pgpEncrypt, pgpSign, pgpVerify } from '../../crypto/openpgp-mime.ts';
+import { cryptoErrorCode, pgpPair, type PgpPair as Pair } from '../helpers/openpgp-fixture.ts';
 
 const PART = 'Content-Type: text/plain\r\n\r\nCompte rendu operatoire.\r\n';
 const HOUR = 3600_000;
 const created = new Date(Date.now() - 48 * HOUR);
 const whileValid = new Date(created.getTime() + HOUR);
 
-interface Pair {
-  priv: PrivateKey;
-  pub: PublicKey;
-}
 let expiring: Pair; // valid for 24 h from `created`, so expired now
 let revoked: Pair; // primary key revoked now
 let subkeyRevoked: Pair; // encryption subkey revoked, primary fine
 let good: Pair;
 
-async function pair(email: string, expiresInSeconds?: number): Promise<Pair> {
-  const k = await generatePgpKey({
-    userIDs: [{ email }],
-    now: created,
-    ...(expiresInSeconds ? { expiresInSeconds } : {}),
-  });
-  return { priv: await readPgpPrivateKey(k.privateKey), pub: await readPgpPublicKey(k.publicKey) };
-}
-
-async function code(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CryptoError);
-  return (err as CryptoError).code;
-}
-
 beforeAll(async () => {
   let toRevoke: Pair;
   let toRevokeSub: Pair;
   [expiring, toRevoke, toRevokeSub, good] = await Promise.all([
-    pair('expiring@example.org', 24 * 3600),
-    pair('revoked@example.org'),
-    pair('subkey-revoked@example.org'),
-    pair('good@example.org'),
+    pgpPair('expiring@example.org', { now: created, expiresInSeconds: 24 * 3600 }),
+    pgpPair('revoked@example.org', { now: created }),
+    pgpPair('subkey-revoked@example.org', { now: created }),
+    pgpPair('good@example.org', { now: created }),
   ]);
   const r = await openpgp.revokeKey({
     key: toRevoke.priv,
@@ -65,11 +41,11 @@ beforeAll(async () => {
 
 describe('expired keys', () => {
   it('no encrypting to, no signing with an expired key', async () => {
-    expect(await code(pgpEncrypt(PART, { encryptionKeys: expiring.pub }))).toBe('key-expired');
-    expect(await code(pgpSign(PART, { signingKeys: expiring.priv }))).toBe('key-expired');
-    expect(await code(pgpEncrypt(PART, { encryptionKeys: good.pub, signingKeys: expiring.priv }))).toBe(
-      'key-expired',
-    );
+    expect(await cryptoErrorCode(pgpEncrypt(PART, { encryptionKeys: expiring.pub }))).toBe('key-expired');
+    expect(await cryptoErrorCode(pgpSign(PART, { signingKeys: expiring.priv }))).toBe('key-expired');
+    expect(
+      await cryptoErrorCode(pgpEncrypt(PART, { encryptionKeys: good.pub, signingKeys: expiring.priv })),
+    ).toBe('key-expired');
   });
 
   it('a signature made while the key was valid, checked after expiry: trust expired, not valid', async () => {
@@ -80,9 +56,9 @@ describe('expired keys', () => {
     const later = await pgpVerify(signed, { verificationKeys: expiring.pub });
     expect(later.verification.valid).toBe(false);
     expect(later.verification.signers[0]!.trust).toBe('expired');
-    expect(await code(pgpVerify(signed, { verificationKeys: expiring.pub, expectSigned: true }))).toBe(
-      'key-expired',
-    );
+    expect(
+      await cryptoErrorCode(pgpVerify(signed, { verificationKeys: expiring.pub, expectSigned: true })),
+    ).toBe('key-expired');
   });
 
   it('mail encrypted before expiry still decrypts with the expired key', async () => {
@@ -94,12 +70,14 @@ describe('expired keys', () => {
 
 describe('revoked keys', () => {
   it('no encrypting to, no signing with a revoked key', async () => {
-    expect(await code(pgpEncrypt(PART, { encryptionKeys: revoked.pub }))).toBe('key-revoked');
-    expect(await code(pgpSign(PART, { signingKeys: revoked.priv }))).toBe('key-revoked');
+    expect(await cryptoErrorCode(pgpEncrypt(PART, { encryptionKeys: revoked.pub }))).toBe('key-revoked');
+    expect(await cryptoErrorCode(pgpSign(PART, { signingKeys: revoked.priv }))).toBe('key-revoked');
   });
 
   it('a revoked encryption subkey: key-revoked even though the primary key is fine', async () => {
-    expect(await code(pgpEncrypt(PART, { encryptionKeys: subkeyRevoked.pub }))).toBe('key-revoked');
+    expect(await cryptoErrorCode(pgpEncrypt(PART, { encryptionKeys: subkeyRevoked.pub }))).toBe(
+      'key-revoked',
+    );
     // signing with its primary key is still allowed
     await expect(pgpSign(PART, { signingKeys: subkeyRevoked.priv })).resolves.toBeInstanceOf(Uint8Array);
   });
@@ -111,7 +89,9 @@ describe('revoked keys', () => {
     expect(res.verification.signers[0]).toMatchObject({ trust: 'revoked', signatureValid: false });
     expect(res.verification.problems.join()).toMatch(/revoked/);
     expect(
-      await code(pgpVerify(signedBefore, { verificationKeys: revokedGood.publicKey, expectSigned: true })),
+      await cryptoErrorCode(
+        pgpVerify(signedBefore, { verificationKeys: revokedGood.publicKey, expectSigned: true }),
+      ),
     ).toBe('key-revoked');
   });
 });

@@ -7,14 +7,10 @@ import { randomBytes } from 'node:crypto';
 import type { PrivateKey, PublicKey } from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CryptoError } from '../../crypto/types.ts';
-import {
-  generatePgpKey,
-  readPgpPrivateKey,
-  readPgpPublicKey,
-  readPgpPublicKeys,
-} from '../../crypto/openpgp-keys.ts';
-import { pgpDecrypt, pgpEncrypt, pgpSign, pgpVerify } from '../../crypto/openpgp-mime.ts';
+import { readPgpPrivateKey, readPgpPublicKeys } from '../../crypto/openpgp-keys.ts';
+import { pgpDecrypt, pgpEncrypt, pgpVerify } from '../../crypto/openpgp-mime.ts';
 import { buildMultipartEncrypted, buildMultipartSigned } from '../../crypto/pgp-mime.ts';
+import { pgpPair, signedText } from '../helpers/openpgp-fixture.ts';
 
 const PART = 'Content-Type: text/plain\r\n\r\nBilan sanguin normal.\r\n';
 let priv: PrivateKey;
@@ -40,13 +36,11 @@ const armoredMessage = (body: string) =>
   `-----BEGIN PGP MESSAGE-----\r\n\r\n${body}\r\n-----END PGP MESSAGE-----\r\n`;
 
 beforeAll(async () => {
-  const k = await generatePgpKey({ userIDs: [{ email: 'lab@example.org' }] });
-  priv = await readPgpPrivateKey(k.privateKey);
-  pub = await readPgpPublicKey(k.publicKey);
+  ({ priv, pub } = await pgpPair('lab@example.org'));
   encrypted = Buffer.from(await pgpEncrypt(PART, { encryptionKeys: pub, signingKeys: priv })).toString(
     'latin1',
   );
-  signed = Buffer.from(await pgpSign(PART, { signingKeys: priv })).toString('latin1');
+  signed = await signedText(PART, priv);
 });
 
 describe('malformed armor and packets', () => {

@@ -4,22 +4,18 @@
  * SEIPDv2), and messages without any integrity protection (SED, tag 9) are refused.
  */
 import * as openpgp from 'openpgp';
-import type { PrivateKey, PublicKey } from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CryptoError } from '../../crypto/types.ts';
-import { generatePgpKey, readPgpPrivateKey, readPgpPublicKey } from '../../crypto/openpgp-keys.ts';
 import { pgpDecrypt, pgpEncrypt } from '../../crypto/openpgp-mime.ts';
 import { buildMultipartEncrypted } from '../../crypto/pgp-mime.ts';
+import type { CryptoError } from '../../crypto/types.ts';
+import { cryptoError, pgpPair, type PgpPair } from '../helpers/openpgp-fixture.ts';
 
 const PART = 'Content-Type: text/plain\r\n\r\nPatient: rendez-vous annule.\r\n'.repeat(20);
 
-let v4: { priv: PrivateKey; pub: PublicKey };
-let v6: { priv: PrivateKey; pub: PublicKey };
+let v4: PgpPair;
+let v6: PgpPair;
 
-async function pair(profile: 'gnupg-2.2' | 'rfc9580'): Promise<{ priv: PrivateKey; pub: PublicKey }> {
-  const k = await generatePgpKey({ userIDs: [{ email: `${profile}@example.org` }], profile });
-  return { priv: await readPgpPrivateKey(k.privateKey), pub: await readPgpPublicKey(k.publicKey) };
-}
+const pair = (profile: 'gnupg-2.2' | 'rfc9580') => pgpPair(`${profile}@example.org`, { profile });
 
 /** Binary OpenPGP message inside one of our multipart/encrypted entities (armor undone by hand). */
 function messageBytes(entity: Uint8Array): Uint8Array {
@@ -41,16 +37,8 @@ function envelope(binary: Uint8Array | Uint8Array[]): string {
   );
 }
 
-async function decryptError(
-  entity: string,
-  keys: { priv: PrivateKey; pub: PublicKey },
-): Promise<CryptoError> {
-  const err = await pgpDecrypt(entity, { decryptionKeys: keys.priv, verificationKeys: keys.pub }).then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CryptoError);
-  return err as CryptoError;
+function decryptError(entity: string, keys: PgpPair): Promise<CryptoError> {
+  return cryptoError(pgpDecrypt(entity, { decryptionKeys: keys.priv, verificationKeys: keys.pub }));
 }
 
 beforeAll(async () => {

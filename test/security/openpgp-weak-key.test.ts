@@ -2,36 +2,28 @@
  * Attack class: weak algorithms. RSA keys under 2048 bits are refused for every use
  * (`weak-algorithm`), and signatures made with them, or with SHA-1, are never `valid`.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as openpgp from 'openpgp';
-import type { PrivateKey, PublicKey } from 'openpgp';
+import type { PrivateKey } from 'openpgp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CryptoError } from '../../crypto/types.ts';
-import {
-  checkPgpKey,
-  generatePgpKey,
-  readPgpPrivateKey,
-  readPgpPublicKey,
-} from '../../crypto/openpgp-keys.ts';
+import { checkPgpKey } from '../../crypto/openpgp-keys.ts';
 import { pgpEncrypt, pgpSign, pgpVerify } from '../../crypto/openpgp-mime.ts';
 import { buildMultipartSigned } from '../../crypto/pgp-mime.ts';
+import {
+  cryptoErrorCode,
+  makeGpgHome,
+  mustGpg,
+  pgpPair,
+  readPgpPair,
+  removeGpgHome,
+  type PgpPair,
+} from '../helpers/openpgp-fixture.ts';
 
 const PART = 'Content-Type: text/plain\r\n\r\nLettre de liaison.\r\n';
-let weak: { priv: PrivateKey; pub: PublicKey };
-let ok: { priv: PrivateKey; pub: PublicKey };
-let rsaOk: { priv: PrivateKey; pub: PublicKey }; // Ed25519 always signs with SHA-512 in OpenPGP.js
-
-async function code(p: Promise<unknown>): Promise<string> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(CryptoError);
-  return (err as CryptoError).code;
-}
+let weak: PgpPair;
+let ok: PgpPair;
+let rsaOk: PgpPair; // Ed25519 always signs with SHA-512 in OpenPGP.js
 
 /** A detached signature made outside our API (which refuses to make these), in our envelope. */
 async function foreignSigned(
@@ -57,20 +49,20 @@ beforeAll(async () => {
     config: { minRSABits: 1024 },
     format: 'armored',
   });
-  weak = { priv: await readPgpPrivateKey(k.privateKey), pub: await readPgpPublicKey(k.publicKey) };
-  const g = await generatePgpKey({ userIDs: [{ email: 'ok@example.org' }] });
-  ok = { priv: await readPgpPrivateKey(g.privateKey), pub: await readPgpPublicKey(g.publicKey) };
-  const r = await generatePgpKey({ userIDs: [{ email: 'rsa@example.org' }], type: 'rsa' });
-  rsaOk = { priv: await readPgpPrivateKey(r.privateKey), pub: await readPgpPublicKey(r.publicKey) };
+  weak = await readPgpPair(k);
+  ok = await pgpPair('ok@example.org');
+  rsaOk = await pgpPair('rsa@example.org', { type: 'rsa' });
 });
 
 describe('weak algorithms', () => {
   it('RSA-1024 is read (so it can be reported) but refused for encryption and signing', async () => {
     expect(await checkPgpKey(weak.pub, 'encrypt')).toMatchObject({ status: 'weak-algorithm' });
-    expect(await code(pgpEncrypt(PART, { encryptionKeys: weak.pub }))).toBe('weak-algorithm');
-    expect(await code(pgpSign(PART, { signingKeys: weak.priv }))).toBe('weak-algorithm');
+    expect(await cryptoErrorCode(pgpEncrypt(PART, { encryptionKeys: weak.pub }))).toBe('weak-algorithm');
+    expect(await cryptoErrorCode(pgpSign(PART, { signingKeys: weak.priv }))).toBe('weak-algorithm');
     // one weak recipient among good ones fails the whole message rather than leaving them out
-    expect(await code(pgpEncrypt(PART, { encryptionKeys: [ok.pub, weak.pub] }))).toBe('weak-algorithm');
+    expect(await cryptoErrorCode(pgpEncrypt(PART, { encryptionKeys: [ok.pub, weak.pub] }))).toBe(
+      'weak-algorithm',
+    );
   });
 
   it('a signature by an RSA-1024 key is not valid (trust weak-algorithm)', async () => {
@@ -78,39 +70,19 @@ describe('weak algorithms', () => {
     const res = await pgpVerify(signed, { verificationKeys: weak.pub });
     expect(res.verification.valid).toBe(false);
     expect(res.verification.signers[0]!.trust).toBe('weak-algorithm');
-    expect(await code(pgpVerify(signed, { verificationKeys: weak.pub, expectSigned: true }))).toBe(
+    expect(await cryptoErrorCode(pgpVerify(signed, { verificationKeys: weak.pub, expectSigned: true }))).toBe(
       'weak-algorithm',
     );
   });
 
   it('a SHA-1 signature by a good RSA-3072 key is not valid (trust weak-algorithm)', async () => {
     // OpenPGP.js will not make SHA-1 signatures any more; GnuPG 2.2 still does when asked.
-    const home = mkdtempSync(join(tmpdir(), 'courrier-gpg-sha1-'));
+    const home = makeGpgHome('sha1');
     let signed: string;
     try {
-      const run = (args: string[], input?: string) =>
-        execFileSync(
-          'gpg',
-          [
-            '--homedir',
-            home,
-            '--batch',
-            '--no-tty',
-            '--pinentry-mode',
-            'loopback',
-            '--passphrase',
-            '',
-            ...args,
-          ],
-          {
-            input: input ?? '',
-            encoding: 'latin1',
-            stdio: ['pipe', 'pipe', 'ignore'],
-          },
-        );
-      run(['--import'], rsaOk.priv.armor());
+      mustGpg(home, ['--import'], rsaOk.priv.armor());
       writeFileSync(join(home, 'part'), PART);
-      const sig = run([
+      const sig = mustGpg(home, [
         '--armor',
         '--digest-algo',
         'SHA1',
@@ -121,15 +93,14 @@ describe('weak algorithms', () => {
       ]);
       signed = buildMultipartSigned(PART, sig, 'pgp-sha1');
     } finally {
-      spawnSync('gpgconf', ['--homedir', home, '--kill', 'gpg-agent']);
-      rmSync(home, { recursive: true, force: true });
+      removeGpgHome(home);
     }
     const res = await pgpVerify(signed, { verificationKeys: rsaOk.pub });
     const signer = res.verification.signers[0]!;
     expect(signer.algorithms.digest).toBe('sha1');
     expect(signer).toMatchObject({ signatureValid: false, trust: 'weak-algorithm' });
-    expect(await code(pgpVerify(signed, { verificationKeys: rsaOk.pub, expectSigned: true }))).toBe(
-      'weak-algorithm',
-    );
+    expect(
+      await cryptoErrorCode(pgpVerify(signed, { verificationKeys: rsaOk.pub, expectSigned: true })),
+    ).toBe('weak-algorithm');
   });
 });
