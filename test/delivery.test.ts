@@ -7,7 +7,7 @@ import { createDeliverer, parseRemoteId } from '../gateway/delivery.ts';
 import { createLocalDelivery } from '../gateway/local-delivery.ts';
 import { createLogger } from '../gateway/log.ts';
 import type { Deliverer, Envelope, EnvelopeRecipient } from '../queue/types.ts';
-import { startDnsServer, type DnsServer } from './helpers/dns-server.ts';
+import { useDnsServer, type DnsServer } from './helpers/dns-server.ts';
 import { testPki } from './helpers/pki.ts';
 import {
   accept,
@@ -351,23 +351,19 @@ describe('delivery over SMTP to a real next hop', () => {
 });
 
 describe('routing through DNS (a real resolver asking a local DNS server)', () => {
-  let dns: DnsServer;
-  beforeAll(async () => {
-    dns = await startDnsServer({
-      // mx1 has the better preference but nothing listens on 127.0.0.2 at the sink's port.
-      'example.test': {
-        MX: [
-          { preference: 20, exchange: 'mx2.example.test' },
-          { preference: 10, exchange: 'mx1.example.test' },
-        ],
-      },
-      'mx1.example.test': { A: ['127.0.0.2'] },
-      'mx2.example.test': { A: ['127.0.0.1'] },
-      'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
-      'broken.test': { rcode: 'SERVFAIL' },
-    });
+  const dns = useDnsServer({
+    // mx1 has the better preference but nothing listens on 127.0.0.2 at the sink's port.
+    'example.test': {
+      MX: [
+        { preference: 20, exchange: 'mx2.example.test' },
+        { preference: 10, exchange: 'mx1.example.test' },
+      ],
+    },
+    'mx1.example.test': { A: ['127.0.0.2'] },
+    'mx2.example.test': { A: ['127.0.0.1'] },
+    'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
+    'broken.test': { rcode: 'SERVFAIL' },
   });
-  afterAll(() => dns.close());
 
   it('falls back to the next MX when the first refuses the connection', async () => {
     const s = await sink({ cert: pki.issueServer(['mx2.example.test']) });

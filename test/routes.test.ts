@@ -1,36 +1,32 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { configSchema } from '../config/schema.ts';
 import { resolveAddresses, resolveRoute } from '../gateway/routes.ts';
-import { startDnsServer, type DnsServer } from './helpers/dns-server.ts';
+import { useDnsServer } from './helpers/dns-server.ts';
 
-let dns: DnsServer;
-beforeAll(async () => {
-  dns = await startDnsServer({
-    'example.test': {
-      MX: [
-        { preference: 20, exchange: 'mx2.example.test' },
-        { preference: 10, exchange: 'MX1.example.test.' },
-        { preference: 30, exchange: 'mx1.example.test' },
-      ],
-    },
-    'twins.test': {
-      MX: [
-        { preference: 10, exchange: 'a.twins.test' },
-        { preference: 10, exchange: 'b.twins.test' },
-        { preference: 5, exchange: 'first.twins.test' },
-      ],
-    },
-    'implicit.test': { A: ['192.0.2.7'] },
-    'implicit6.test': { AAAA: ['2001:db8::7'] },
-    'nothing.test': {},
-    'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
-    'servfail.test': { rcode: 'SERVFAIL' },
-    'refused.test': { rcode: 'REFUSED' },
-    'slow.test': { drop: true },
-    'host.test': { A: ['192.0.2.1', '192.0.2.2'], AAAA: ['2001:db8::1'] },
-  });
+const dns = useDnsServer({
+  'example.test': {
+    MX: [
+      { preference: 20, exchange: 'mx2.example.test' },
+      { preference: 10, exchange: 'MX1.example.test.' },
+      { preference: 30, exchange: 'mx1.example.test' },
+    ],
+  },
+  'twins.test': {
+    MX: [
+      { preference: 10, exchange: 'a.twins.test' },
+      { preference: 10, exchange: 'b.twins.test' },
+      { preference: 5, exchange: 'first.twins.test' },
+    ],
+  },
+  'implicit.test': { A: ['192.0.2.7'] },
+  'implicit6.test': { AAAA: ['2001:db8::7'] },
+  'nothing.test': {},
+  'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] },
+  'servfail.test': { rcode: 'SERVFAIL' },
+  'refused.test': { rcode: 'REFUSED' },
+  'slow.test': { drop: true },
+  'host.test': { A: ['192.0.2.1', '192.0.2.2'], AAAA: ['2001:db8::1'] },
 });
-afterAll(() => dns.close());
 
 const config = configSchema.parse({
   localDomains: ['courrier.test', 'cabinet.test'],

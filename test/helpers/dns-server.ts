@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import { promises as dnsPromises } from 'node:dns';
 import net from 'node:net';
+import { afterAll, beforeAll } from 'vitest';
 
 /**
  * A tiny authoritative DNS server on 127.0.0.1:<random port> (UDP), so routing code runs against
@@ -17,6 +18,9 @@ import net from 'node:net';
  *   const resolver = dns.resolver();        // a real dns.promises.Resolver pointed at it
  *   ...
  *   await dns.close();
+ *
+ * In a test file, `const dns = useDnsServer(zone)` at the top of a file or `describe` block does
+ * the start and the close in beforeAll/afterAll.
  */
 export interface DnsRecordSet {
   MX?: Array<{ preference: number; exchange: string }>;
@@ -152,4 +156,41 @@ export async function startDnsServer(zone: DnsZone): Promise<DnsServer> {
   });
   server.port = socket.address().port;
   return server;
+}
+
+/**
+ * A DNS server with `zone` for the tests of the enclosing file or `describe` block: started in
+ * its beforeAll, closed in its afterAll. The returned object stands for the server and may be used
+ * like it from then on (passed around, asked for a resolver, its queries read).
+ */
+export function useDnsServer(zone: DnsZone): DnsServer {
+  let started: DnsServer | undefined;
+  const server = (): DnsServer => {
+    if (started === undefined)
+      throw new Error('useDnsServer: the DNS server is used before its beforeAll hook started it');
+    return started;
+  };
+  beforeAll(async () => {
+    started = await startDnsServer(zone);
+  });
+  afterAll(() => started?.close());
+  return {
+    get host() {
+      return server().host;
+    },
+    get port() {
+      return server().port;
+    },
+    get zone() {
+      return server().zone;
+    },
+    set zone(zone: DnsZone) {
+      server().zone = zone;
+    },
+    get queries() {
+      return server().queries;
+    },
+    resolver: (opts) => server().resolver(opts),
+    close: () => server().close(),
+  };
 }
