@@ -177,6 +177,18 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
     }
   };
 
+  /** MAIL FROM and RCPT TO: record the event, then do what the script says (default accept). */
+  const onAddress =
+    (type: 'mail' | 'rcpt') =>
+    (
+      address: SMTPServerAddress,
+      session: SMTPServerSession,
+      callback: (err?: Error | null) => void,
+    ): void => {
+      events.push({ type, sessionId: session.id, address: address.address, secure: !!session.secure });
+      perform(script[type]?.(address.address, session) ?? accept(), session, callback);
+    };
+
   const disabled: string[] = ['AUTH'];
   if (mode === 'none') disabled.push('STARTTLS');
   const server = new SMTPServer({
@@ -221,24 +233,8 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
       events.push(ev);
       callback();
     },
-    onMailFrom(address, session, callback) {
-      events.push({
-        type: 'mail',
-        sessionId: session.id,
-        address: address.address,
-        secure: !!session.secure,
-      });
-      perform(script.mail?.(address.address, session) ?? accept(), session, callback);
-    },
-    onRcptTo(address, session, callback) {
-      events.push({
-        type: 'rcpt',
-        sessionId: session.id,
-        address: address.address,
-        secure: !!session.secure,
-      });
-      perform(script.rcpt?.(address.address, session) ?? accept(), session, callback);
-    },
+    onMailFrom: onAddress('mail'),
+    onRcptTo: onAddress('rcpt'),
     onData(stream, session, callback) {
       events.push({ type: 'data', sessionId: session.id, secure: !!session.secure });
       const chunks: Buffer[] = [];
