@@ -1,4 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
+import { activityMethods, type ActivityMethods } from './activity-store.ts';
 import type { MailboxStore, MailboxType } from './mailbox-store.ts';
 import { MAILBOX_TYPES, normaliseAddress } from './mailbox-store.ts';
 import type {
@@ -67,8 +68,11 @@ export interface DirectoryCounts {
   trustDomains: number;
 }
 
-/** Storage and queries of the directory; the same contract on SQLite and PostgreSQL. */
-export interface DirectoryStore {
+/**
+ * Storage and queries of the directory; the same contract on SQLite and PostgreSQL. The RPPS
+ * activities (`activitiesOf` and the import primitives of rpps-import.ts) are in activity-store.ts.
+ */
+export interface DirectoryStore extends ActivityMethods {
   readonly backend: 'sqlite' | 'postgres';
 
   /** Case-insensitive; a retired mailbox only with `includeRetired`. */
@@ -246,6 +250,7 @@ async function createDirectoryStore(
 
   return {
     backend: driver.dialect,
+    ...activityMethods(driver),
     resolveAddress,
 
     async findByNationalId(id) {

@@ -31,6 +31,18 @@ export {
   type RejectedLine,
 } from './extract-import.ts';
 export {
+  importPersonActivity,
+  parseActivityLine,
+  readActivityHeader,
+  RppsImportError,
+  ACTIVITY_COLUMNS,
+  type ActivityColumns,
+  type ActivityImportOptions,
+  type ActivityImportReport,
+  type ActivityImportTarget,
+} from './rpps-import.ts';
+export { type ActivityMethods, type ActivityRow } from './activity-store.ts';
+export {
   importWhitelist,
   parseWhitelist,
   sameDn,
@@ -42,6 +54,7 @@ export { normaliseText, luhnValid, toNationalId } from './normalise.ts';
 export { DIRECTORY_SCHEMA_VERSION } from './schema.ts';
 export {
   TEAM_KINDS,
+  type Activity,
   type DirectoryMailbox,
   type KeyFormat,
   type MailboxKey,

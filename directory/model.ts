@@ -135,3 +135,37 @@ export interface TrustDomainEntry {
   description?: string;
   updatedAt?: string;
 }
+
+/**
+ * One activity of a professional, from a `PS_LibreAcces_Personne_activite` line (RPPS open data):
+ * where (the site, as a structure) and how (role, mode, sector) they practise.
+ */
+export interface Activity {
+  nationalId: string;
+  /**
+   * Identifies the activity within the person across imports:
+   * `<structure key>|<mode code>|<role code>|<genre code>` (see rpps-import.ts).
+   */
+  activityKey: string;
+  /** The site; absent when the line gives no site identifier. */
+  structure?: Structure;
+  /** The site's name on that line (raison sociale, else enseigne). */
+  siteName?: string;
+  /** e.g. `FON-01` Titulaire de cabinet. */
+  roleCode?: string;
+  roleLabel?: string;
+  /** Mode of practice, e.g. `L` libéral, `S` salarié, `B` bénévole. */
+  modeCode?: string;
+  modeLabel?: string;
+  /** Sector of the site, e.g. `SA07` cabinet individuel. */
+  sectorCode?: string;
+  sectorLabel?: string;
+  /** Postal address lines of the site, joined with ", ". */
+  street?: string;
+  postcode?: string;
+  city?: string;
+  department?: string;
+  country?: string;
+  /** Set when the activity disappeared from the latest complete import; kept for history. */
+  retiredAt?: number;
+}

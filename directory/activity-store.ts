@@ -1,0 +1,240 @@
+import type { BatchResult } from './directory-store.ts';
+import type { Activity, Professional, Structure, StructureIdType, StructureKind } from './model.ts';
+import { normaliseText, toNationalId } from './normalise.ts';
+import type { Row, SqlDriver, SqlExecutor } from './sql.ts';
+
+/**
+ * Storage of `PS_LibreAcces_Personne_activite` lines (rpps-import.ts) in `dir_activities`, and the
+ * professionals and structures they name. Spread into the directory store by directory-store.ts.
+ */
+
+/** The activity key of a line that gives a person without any activity (empty activity columns). */
+export const NO_ACTIVITY_KEY = '';
+
+/** One accepted line, ready to store. */
+export interface ActivityRow {
+  lineNo: number;
+  /** Hash of what is stored from the line: equal hash, nothing to write. */
+  hash: string;
+  /** Without specialty when the line's savoir-faire is not one: the stored specialty then stays. */
+  professional: Professional;
+  activity: Omit<Activity, 'nationalId' | 'retiredAt'>;
+}
+
+export interface ActivityMethods {
+  /** Import primitive (rpps-import.ts): one transaction per batch. */
+  applyActivityBatch(importId: number, rows: readonly ActivityRow[]): Promise<BatchResult>;
+  /**
+   * Retires (marks, never deletes) the activities not seen by import `importId`; call only after a
+   * complete import. Returns the number of activities retired (person-only lines not counted).
+   */
+  retireActivities(importId: number): Promise<number>;
+  /** A professional's live activities (all with `includeRetired`), with their structure when known. */
+  activitiesOf(nationalId: string, opts?: { includeRetired?: boolean }): Promise<Activity[]>;
+}
+
+export function activityMethods(driver: SqlDriver): ActivityMethods {
+  return {
+    applyActivityBatch(importId, rows) {
+      return driver.transaction((tx) => applyBatch(tx, importId, rows));
+    },
+
+    retireActivities(importId) {
+      return driver.transaction(async (tx) => {
+        const now = Date.now();
+        const retired = await tx.run(
+          `UPDATE dir_activities SET retired_at = ?
+           WHERE retired_at IS NULL AND last_import < ? AND activity_key <> ?`,
+          [now, importId, NO_ACTIVITY_KEY],
+        );
+        await tx.run(
+          `UPDATE dir_activities SET retired_at = ?
+           WHERE retired_at IS NULL AND last_import < ? AND activity_key = ?`,
+          [now, importId, NO_ACTIVITY_KEY],
+        );
+        return retired;
+      });
+    },
+
+    async activitiesOf(nationalId, opts = {}) {
+      const id = toNationalId(nationalId);
+      if (id === undefined) return [];
+      const rows = await driver.all(
+        `SELECT a.*, s.id_type, s.identification, s.name, s.kind FROM dir_activities a
+         LEFT JOIN dir_structures s ON s.key = a.structure_key
+         WHERE a.national_id = ? AND a.activity_key <> ? ${opts.includeRetired ? '' : 'AND a.retired_at IS NULL'}
+         ORDER BY a.activity_key`,
+        [id, NO_ACTIVITY_KEY],
+      );
+      return rows.map(toActivity);
+    },
+  };
+}
+
+async function applyBatch(
+  tx: SqlExecutor,
+  importId: number,
+  rows: readonly ActivityRow[],
+): Promise<BatchResult> {
+  const result: BatchResult = { inserted: 0, updated: 0, unchanged: 0, rejected: [] };
+  const now = Date.now();
+  for (const r of rows) {
+    const nationalId = r.professional.nationalId;
+    const a = r.activity;
+    // The common case of a re-import: the same line, only marked as seen.
+    const touched = await tx.run(
+      `UPDATE dir_activities SET last_import = ?
+       WHERE national_id = ? AND activity_key = ? AND row_hash = ? AND retired_at IS NULL`,
+      [importId, nationalId, a.activityKey, r.hash],
+    );
+    if (touched > 0) {
+      result.unchanged++;
+      continue;
+    }
+    const existing = await tx.get(
+      'SELECT last_import FROM dir_activities WHERE national_id = ? AND activity_key = ?',
+      [nationalId, a.activityKey],
+    );
+    if (existing !== undefined && Number(existing.last_import) === importId) {
+      // Two different lines for one activity: keeping the last would make every re-import flip.
+      result.rejected.push({
+        line: r.lineNo,
+        reason:
+          a.activityKey === NO_ACTIVITY_KEY
+            ? `duplicate: ${nationalId} without activity already given on an earlier line with other contents`
+            : `duplicate: activity "${a.activityKey}" of ${nationalId} already given on an earlier line with other contents`,
+      });
+      continue;
+    }
+    await upsertProfessional(tx, r.professional, now);
+    if (a.structure !== undefined) await upsertStructure(tx, a.structure, now);
+    await tx.run(
+      `INSERT INTO dir_activities (national_id, activity_key, structure_key, site_name, role_code, role_label,
+         mode_code, mode_label, sector_code, sector_label, street, postcode, city, city_norm, department,
+         country, row_hash, last_import)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (national_id, activity_key) DO UPDATE SET structure_key = excluded.structure_key,
+         site_name = excluded.site_name, role_code = excluded.role_code, role_label = excluded.role_label,
+         mode_code = excluded.mode_code, mode_label = excluded.mode_label, sector_code = excluded.sector_code,
+         sector_label = excluded.sector_label, street = excluded.street, postcode = excluded.postcode,
+         city = excluded.city, city_norm = excluded.city_norm, department = excluded.department,
+         country = excluded.country, row_hash = excluded.row_hash, last_import = excluded.last_import,
+         retired_at = NULL`,
+      [
+        nationalId,
+        a.activityKey,
+        a.structure?.key ?? null,
+        a.siteName ?? null,
+        a.roleCode ?? null,
+        a.roleLabel ?? null,
+        a.modeCode ?? null,
+        a.modeLabel ?? null,
+        a.sectorCode ?? null,
+        a.sectorLabel ?? null,
+        a.street ?? null,
+        a.postcode ?? null,
+        a.city ?? null,
+        a.city === undefined ? null : normaliseText(a.city),
+        a.department ?? null,
+        a.country ?? null,
+        r.hash,
+        importId,
+      ],
+    );
+    if (existing === undefined) result.inserted++;
+    else result.updated++;
+  }
+  return result;
+}
+
+/**
+ * Names and profession come from the line. The specialty only when the line gives one: a person's
+ * other lines, or the mailbox extract, may carry it when this line's savoir-faire is of another
+ * type. The row is only written when something differs (updated_at stays meaningful).
+ */
+async function upsertProfessional(db: SqlExecutor, p: Professional, now: number): Promise<void> {
+  await db.run(
+    `INSERT INTO dir_professionals (national_id, id_type, civility, last_name, first_name, name_norm,
+       profession_code, profession_label, profession_norm, specialty_code, specialty_label, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (national_id) DO UPDATE SET civility = excluded.civility, last_name = excluded.last_name,
+       first_name = excluded.first_name, name_norm = excluded.name_norm,
+       profession_code = excluded.profession_code, profession_label = excluded.profession_label,
+       profession_norm = excluded.profession_norm,
+       specialty_code = COALESCE(excluded.specialty_code, dir_professionals.specialty_code),
+       specialty_label = COALESCE(excluded.specialty_label, dir_professionals.specialty_label),
+       updated_at = excluded.updated_at
+     WHERE dir_professionals.last_name <> excluded.last_name
+       OR dir_professionals.first_name <> excluded.first_name
+       OR COALESCE(dir_professionals.civility, '') <> COALESCE(excluded.civility, '')
+       OR COALESCE(dir_professionals.profession_code, '') <> COALESCE(excluded.profession_code, '')
+       OR COALESCE(dir_professionals.profession_label, '') <> COALESCE(excluded.profession_label, '')
+       OR (excluded.specialty_code IS NOT NULL
+           AND COALESCE(dir_professionals.specialty_code, '') <> excluded.specialty_code)
+       OR (excluded.specialty_label IS NOT NULL
+           AND COALESCE(dir_professionals.specialty_label, '') <> excluded.specialty_label)`,
+    [
+      p.nationalId,
+      p.idType,
+      p.civility ?? null,
+      p.lastName,
+      p.firstName,
+      normaliseText(`${p.lastName} ${p.firstName}`),
+      p.professionCode ?? null,
+      p.professionLabel ?? null,
+      p.professionLabel === undefined ? null : normaliseText(p.professionLabel),
+      p.specialtyCode ?? null,
+      p.specialtyLabel ?? null,
+      now,
+    ],
+  );
+}
+
+async function upsertStructure(db: SqlExecutor, s: Structure, now: number): Promise<void> {
+  await db.run(
+    `INSERT INTO dir_structures (key, id_type, identification, name, name_norm, kind, updated_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (key) DO UPDATE SET name = excluded.name, name_norm = excluded.name_norm,
+       kind = excluded.kind, updated_at = excluded.updated_at
+     WHERE dir_structures.name <> excluded.name OR dir_structures.kind <> excluded.kind`,
+    [s.key, s.idType, s.identification, s.name, normaliseText(s.name), s.kind, now],
+  );
+}
+
+function optional(row: Row, column: string): string | undefined {
+  const v = row[column];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+function toActivity(row: Row): Activity {
+  const a: Activity = { nationalId: String(row.national_id), activityKey: String(row.activity_key) };
+  const structureKey = optional(row, 'structure_key');
+  if (structureKey !== undefined && typeof row.name === 'string') {
+    a.structure = {
+      key: structureKey,
+      idType: String(row.id_type) as StructureIdType,
+      identification: String(row.identification),
+      name: row.name,
+      kind: String(row.kind) as StructureKind,
+    };
+  }
+  for (const [key, column] of [
+    ['siteName', 'site_name'],
+    ['roleCode', 'role_code'],
+    ['roleLabel', 'role_label'],
+    ['modeCode', 'mode_code'],
+    ['modeLabel', 'mode_label'],
+    ['sectorCode', 'sector_code'],
+    ['sectorLabel', 'sector_label'],
+    ['street', 'street'],
+    ['postcode', 'postcode'],
+    ['city', 'city'],
+    ['department', 'department'],
+    ['country', 'country'],
+  ] as const) {
+    const v = optional(row, column);
+    if (v !== undefined) a[key] = v;
+  }
+  if (row.retired_at !== null && row.retired_at !== undefined) a.retiredAt = Number(row.retired_at);
+  return a;
+}
