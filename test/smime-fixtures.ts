@@ -3,6 +3,8 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createCrl } from '../crypto/cert-crl.ts';
+import { parseCertificate } from '../crypto/cert-path.ts';
 import { createCa, issueCertificate, type IssueOptions, type KeyAndCert } from '../crypto/dev-pki.ts';
 
 /**
@@ -27,6 +29,33 @@ export function makePki(): SmimePki {
       ...extra,
     });
   return { ca, alice: person('Alice'), bob: person('Bob'), carol: person('Carol') };
+}
+
+/** Eve: a mail certificate with an EC P-256 key (the ECDSA paths), from the test CA. */
+export function issueEcPerson(pki: SmimePki): KeyAndCert {
+  return issueCertificate(pki.ca, {
+    commonName: 'Eve EC',
+    emailAddresses: ['eve@example.org'],
+    usage: 'email',
+    keyType: 'ec-p256',
+  });
+}
+
+/** A DER CRL by the test CA listing `revoked` as revoked a day ago (update times as given or default). */
+export function crlRevoking(
+  pki: SmimePki,
+  revoked: KeyAndCert[],
+  updates: { thisUpdate?: Date; nextUpdate?: Date } = {},
+): Buffer {
+  return createCrl({
+    ca: pki.ca,
+    caInfo: parseCertificate(pki.ca.certPem),
+    revoked: revoked.map((k) => ({
+      serial: parseCertificate(k.certPem).serial,
+      date: new Date(Date.now() - 86_400_000),
+    })),
+    ...updates,
+  });
 }
 
 export function signingKey(k: KeyAndCert): { privateKey: string; certificate: string } {

@@ -1,7 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueCertificate, type KeyAndCert } from '../crypto/dev-pki.ts';
+import type { KeyAndCert } from '../crypto/dev-pki.ts';
 import { decrypt, encrypt, sign, verify } from '../crypto/smime.ts';
-import { makePki, openssl, sampleMessage, signingKey, tempDir, type SmimePki } from './smime-fixtures.ts';
+import {
+  issueEcPerson,
+  makePki,
+  openssl,
+  sampleMessage,
+  signingKey,
+  tempDir,
+  type SmimePki,
+} from './smime-fixtures.ts';
 
 /**
  * Interoperability with the OpenSSL CLI (`openssl cms`), both directions. The matrix is bounded
@@ -19,12 +27,7 @@ let files: Record<string, string>;
 let n = 0;
 beforeAll(() => {
   pki = makePki();
-  ec = issueCertificate(pki.ca, {
-    commonName: 'Eve EC',
-    emailAddresses: ['eve@example.org'],
-    usage: 'email',
-    keyType: 'ec-p256',
-  });
+  ec = issueEcPerson(pki);
   tmp = tempDir('courrier-smime-interop-');
   files = {
     ca: tmp.file('ca.pem', pki.ca.certPem),

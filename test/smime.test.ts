@@ -1,20 +1,15 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { issueCertificate, type KeyAndCert } from '../crypto/dev-pki.ts';
+import type { KeyAndCert } from '../crypto/dev-pki.ts';
 import { decrypt, encrypt, sign, verify } from '../crypto/smime.ts';
 import { canonicalizeEntity, splitEntity } from '../crypto/smime-mime.ts';
 import { CryptoError } from '../crypto/types.ts';
-import { makePki, sampleMessage, signingKey, type SmimePki } from './smime-fixtures.ts';
+import { issueEcPerson, makePki, sampleMessage, signingKey, type SmimePki } from './smime-fixtures.ts';
 
 let pki: SmimePki;
 let ecSigner: KeyAndCert;
 beforeAll(() => {
   pki = makePki();
-  ecSigner = issueCertificate(pki.ca, {
-    commonName: 'Eve EC',
-    emailAddresses: ['eve@example.org'],
-    usage: 'email',
-    keyType: 'ec-p256',
-  });
+  ecSigner = issueEcPerson(pki);
 });
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('latin1');

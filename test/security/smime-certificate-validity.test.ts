@@ -3,7 +3,7 @@ import { createCrl } from '../../crypto/cert-crl.ts';
 import { parseCertificate } from '../../crypto/cert-path.ts';
 import { issueCertificate, type KeyAndCert } from '../../crypto/dev-pki.ts';
 import { encrypt, sign, verify } from '../../crypto/smime.ts';
-import { makePki, openssl, signingKey, tempDir, type SmimePki } from '../smime-fixtures.ts';
+import { crlRevoking, makePki, openssl, signingKey, tempDir, type SmimePki } from '../smime-fixtures.ts';
 
 /** Attack: sign with a certificate that is expired, not yet valid, or revoked. */
 
@@ -27,17 +27,6 @@ beforeAll(() => {
     validDays: 30,
   });
 });
-
-const crlFor = (revoked: KeyAndCert[], opts: { thisUpdate?: Date; nextUpdate?: Date } = {}) =>
-  createCrl({
-    ca: pki.ca,
-    caInfo: parseCertificate(pki.ca.certPem),
-    revoked: revoked.map((k) => ({
-      serial: parseCertificate(k.certPem).serial,
-      date: new Date(Date.now() - DAY),
-    })),
-    ...opts,
-  });
 
 describe('certificate validity', () => {
   it('expired signer: trust "expired", valid at the time it was used', async () => {
@@ -75,7 +64,7 @@ describe('certificate validity', () => {
 
   it('revoked signer (CRL written by us)', async () => {
     const signed = await sign({ message: content, signingKeys: signingKey(pki.alice) });
-    const crl = crlFor([pki.alice]);
+    const crl = crlRevoking(pki, [pki.alice]);
     const r = await verify({ message: signed, trustAnchors: [pki.ca.certPem], crls: [crl] });
     expect(r.signers[0]).toMatchObject({ signatureValid: true, trust: 'revoked' });
     await expect(
@@ -100,7 +89,7 @@ describe('certificate validity', () => {
   it('our CRL verifies with openssl crl -CAfile, and its PEM form revokes as well', async () => {
     const t = tempDir('courrier-smime-crl-');
     try {
-      const crlFile = t.file('ours.crl', crlFor([pki.alice]));
+      const crlFile = t.file('ours.crl', crlRevoking(pki, [pki.alice]));
       const r = openssl([
         'crl',
         '-inform',
@@ -142,7 +131,7 @@ describe('certificate validity', () => {
       requireRevocationCheck: true,
     });
     expect(r2.signers[0]!.trust).toBe('revocation-unknown');
-    const stale = crlFor([], {
+    const stale = crlRevoking(pki, [], {
       thisUpdate: new Date(Date.now() - 10 * DAY),
       nextUpdate: new Date(Date.now() - 3 * DAY),
     });
