@@ -116,21 +116,7 @@ export async function measureFsync(
 
   const spool = await openSpool(path.join(dir, 'spool'));
   const oneMessage = async () => {
-    const id = spool.newId();
-    await spool.receive(
-      id,
-      (async function* one() {
-        yield message;
-      })(),
-    );
-    await spool.commit({
-      id,
-      mailFrom: 'bench@courrier.test',
-      recipients: [{ address: 'dr.martin@cabinet.example' }],
-      receivedAt: Date.now(),
-      size: message.length,
-      source: { listener: 'submission', clientIp: '127.0.0.1', tls: true, user: 'bench@courrier.test' },
-    });
+    await spoolOne(spool, message);
   };
   const serial = await timed(Math.min(opts.count, 300), oneMessage);
   const par = await parallelTimed(opts.count, opts.parallel, oneMessage);
@@ -234,27 +220,30 @@ async function withSyncFsTimer<T>(
   }
 }
 
+/** Receives and commits one message as an authenticated submission would; returns its spool id. */
+async function spoolOne(spool: Spool, message: Buffer): Promise<string> {
+  const id = spool.newId();
+  await spool.receive(
+    id,
+    (async function* one() {
+      yield message;
+    })(),
+  );
+  const envelope: Envelope = {
+    id,
+    mailFrom: 'bench@courrier.test',
+    recipients: [{ address: 'dr.martin@cabinet.example' }],
+    receivedAt: Date.now(),
+    size: message.length,
+    source: { listener: 'submission', clientIp: '127.0.0.1', tls: true, user: 'bench@courrier.test' },
+  };
+  await spool.commit(envelope);
+  return id;
+}
+
 async function committed(spool: Spool, message: Buffer, n: number): Promise<string[]> {
   const ids: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const id = spool.newId();
-    await spool.receive(
-      id,
-      (async function* one() {
-        yield message;
-      })(),
-    );
-    const envelope: Envelope = {
-      id,
-      mailFrom: 'bench@courrier.test',
-      recipients: [{ address: 'dr.martin@cabinet.example' }],
-      receivedAt: Date.now(),
-      size: message.length,
-      source: { listener: 'submission', clientIp: '127.0.0.1', tls: true, user: 'bench@courrier.test' },
-    };
-    await spool.commit(envelope);
-    ids.push(id);
-  }
+  for (let i = 0; i < n; i++) ids.push(await spoolOne(spool, message));
   return ids;
 }
 
