@@ -1,6 +1,12 @@
 import fs from 'node:fs';
 import type { Config } from '../config/schema.ts';
+import {
+  openPostgresDirectory,
+  openSqliteDirectory,
+  type DirectoryStore,
+} from '../directory/directory-store.ts';
 import { openMailboxStore, type MailboxStore } from '../directory/mailbox-store.ts';
+import { redactUrlPassword } from '../config/print.ts';
 import {
   openDeliveryQueue,
   startDeliveryWorker,
@@ -11,6 +17,7 @@ import { recoverSpool } from '../queue/recovery.ts';
 import { openSpool, type Spool } from '../queue/spool.ts';
 import type { Deliverer, Notifier } from '../queue/types.ts';
 import { createDeliverer } from './delivery.ts';
+import { startDirectoryHttp, type DirectoryHttp } from './directory-http.ts';
 import { createNotifier } from './dsn.ts';
 import { ensureDataDir, type DataPaths } from './first-run.ts';
 import { createLocalDelivery } from './local-delivery.ts';
@@ -38,6 +45,10 @@ export interface App {
   readonly spool: Spool;
   readonly queue: DeliveryQueue;
   readonly mailboxes: MailboxStore;
+  /** The professional directory (config `directory`), hosted mailboxes marked. */
+  readonly directory: DirectoryStore;
+  /** The JSON search endpoint, when `directory.http.enabled`. */
+  readonly directoryHttp?: DirectoryHttp;
   readonly listeners: Listener[];
   /** Port of the first listener of a kind, e.g. `port('submission')`. */
   port(kind: Listener['kind']): number;
@@ -52,12 +63,75 @@ export class StartupError extends Error {
   override readonly name = 'StartupError';
 }
 
+/**
+ * Opens the configured directory (`directory.backend`): the SQLite file shared with the hosted
+ * mailboxes, or PostgreSQL. The one place both the CLI and the gateway open it from. `hostedMailboxes`
+ * makes answers say which addresses are hosted here.
+ */
+export async function openDirectory(
+  config: Pick<Config, 'directory'>,
+  paths: Pick<DataPaths, 'directoryFile'>,
+  options: { hostedMailboxes?: MailboxStore } = {},
+): Promise<DirectoryStore> {
+  const storeOptions = options.hostedMailboxes ? { hostedMailboxes: options.hostedMailboxes } : {};
+  const { backend, postgres } = config.directory;
+  try {
+    if (backend === 'sqlite') return await openSqliteDirectory(paths.directoryFile, storeOptions);
+    if (postgres.url === undefined) throw new Error('directory.postgres.url is not set');
+    return await openPostgresDirectory(
+      { connectionString: postgres.url, schema: postgres.schema },
+      storeOptions,
+    );
+  } catch (err) {
+    const where =
+      backend === 'sqlite'
+        ? paths.directoryFile
+        : `${redactUrlPassword(postgres.url ?? '(no url)')} schema ${postgres.schema}`;
+    // The driver's message may quote the connection string: keep the password out of it.
+    let reason = err instanceof Error ? err.message : String(err);
+    if (postgres.url !== undefined) reason = reason.replaceAll(postgres.url, redactUrlPassword(postgres.url));
+    throw new StartupError(`cannot open the directory (${backend}, ${where}): ${reason}`, { cause: err });
+  }
+}
+
 /** Starts a gateway. Resolves once every listener is bound. */
 export async function startApp(config: Config, overrides: AppOverrides = {}): Promise<App> {
   const logger = overrides.logger ?? createLogger(config.log.level);
   const paths = await ensureDataDir(config, logger);
   const spool = await openSpool(paths.spoolDir);
   const mailboxes = openMailboxStore(paths.directoryFile);
+  let directory: DirectoryStore;
+  try {
+    directory = await openDirectory(config, paths, { hostedMailboxes: mailboxes });
+  } catch (err) {
+    mailboxes.close();
+    throw err;
+  }
+  let directoryHttp: DirectoryHttp | undefined;
+  if (config.directory.http.enabled) {
+    const { host, port, token } = config.directory.http;
+    try {
+      // The schema requires the token when enabled.
+      directoryHttp = await startDirectoryHttp({
+        store: directory,
+        host,
+        port,
+        token: token!,
+        logger: logger.child({ part: 'directory-http' }),
+      });
+    } catch (err) {
+      await directory.close();
+      mailboxes.close();
+      throw new StartupError(
+        `cannot start the directory HTTP endpoint on ${host}:${port}: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
+    }
+    logger.info(
+      { listener: 'directory-http', host: directoryHttp.host, port: directoryHttp.port },
+      'listening',
+    );
+  }
   const queue = openDeliveryQueue({ redisUrl: config.redis.url, prefix: config.redis.prefix });
   const tls = {
     key: fs.readFileSync(paths.tls.keyFile, 'utf8'),
@@ -172,6 +246,8 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       await recovering;
       await deliverer.close();
       await queue.close();
+      await directoryHttp?.close();
+      await directory.close();
       mailboxes.close();
       throw new StartupError(
         `cannot start the SMTP listeners: ${err instanceof Error ? err.message : String(err)}`,
@@ -189,6 +265,8 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     spool,
     queue,
     mailboxes,
+    directory,
+    ...(directoryHttp ? { directoryHttp } : {}),
     listeners,
     port(kind) {
       const l = listeners.find((x) => x.kind === kind);
@@ -200,10 +278,12 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       stopping ??= (async () => {
         for (const t of timers) clearInterval(t);
         await stopIngress(listeners);
+        await directoryHttp?.close();
         await worker?.close();
         await recovering;
         await deliverer.close();
         await queue.close();
+        await directory.close();
         mailboxes.close();
         logger.info({}, 'stopped');
       })();
