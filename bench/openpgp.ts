@@ -10,30 +10,17 @@
  * BENCH_OPENPGP_SIZES (KB, default "100,2048").
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { generatePgpKey, readPgpPrivateKey, readPgpPublicKey } from '../crypto/openpgp-keys.ts';
 import { pgpDecrypt, pgpEncrypt } from '../crypto/openpgp-mime.ts';
+import { mimeEntity } from './sample-message.ts';
 import { throughput } from './stats.ts';
 
 const SECONDS = Number(process.env.BENCH_OPENPGP_SECONDS ?? 3);
 const SIZES_KB = (process.env.BENCH_OPENPGP_SIZES ?? '100,2048').split(',').map(Number);
 const MIN_ITERATIONS = 3;
-
-/** A MIME entity of about `bytes`: a short text part and a base64 "PDF" of random bytes. */
-function mimeEntity(bytes: number): Uint8Array {
-  const b64 = randomBytes(Math.floor((bytes * 3) / 4))
-    .toString('base64')
-    .replace(/.{76}/g, '$&\r\n');
-  return new TextEncoder().encode(
-    'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nCompte rendu ci-joint.\r\n' +
-      '--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-      b64 +
-      '\r\n--b--\r\n',
-  );
-}
 
 interface Cell {
   tool: string;
@@ -133,7 +120,7 @@ async function main(): Promise<void> {
       );
 
     for (const kb of SIZES_KB) {
-      const entity = mimeEntity(kb * 1024);
+      const entity = new TextEncoder().encode(mimeEntity(kb * 1024));
       const size = entity.length;
 
       const ours = await pgpEncrypt(entity, { encryptionKeys: recipient.pub, signingKeys: sender.priv });

@@ -15,32 +15,19 @@
  * BENCH_SMIME_SIZES (KB, default "100,2048"), BENCH_SMIME_TOOLS (default "ours,forge,openssl").
  */
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { createCa, issueCertificate } from '../crypto/dev-pki.ts';
 import { decrypt, encrypt, sign, verify } from '../crypto/smime.ts';
+import { mimeEntity } from './sample-message.ts';
 import { throughput } from './stats.ts';
 
 const SECONDS = Number(process.env.BENCH_SMIME_SECONDS ?? 2);
 const SIZES_KB = (process.env.BENCH_SMIME_SIZES ?? '100,2048').split(',').map(Number);
 const TOOLS = (process.env.BENCH_SMIME_TOOLS ?? 'ours,forge,openssl').split(',');
 const MIN_ITERATIONS = 3;
-
-/** A MIME entity of about `bytes`: a short text part and a base64 "PDF" of random bytes. */
-function mimeEntity(bytes: number): string {
-  const b64 = randomBytes(Math.floor((bytes * 3) / 4))
-    .toString('base64')
-    .replace(/.{76}/g, '$&\r\n');
-  return (
-    'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nCompte rendu ci-joint.\r\n' +
-    '--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-    b64 +
-    '\r\n--b--\r\n'
-  );
-}
 
 interface Cell {
   tool: string;
