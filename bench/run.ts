@@ -9,7 +9,7 @@ import { startGatewayProcess, writeConfig, type GatewayProcess } from '../test/h
 import { testPki } from '../test/helpers/pki.ts';
 import { measureFsync, type FsyncFigures } from './fsync.ts';
 import type { LoadTarget } from './load.ts';
-import { measureRun, type LoopDelay, type RunResult } from './measure.ts';
+import { measureRun, type LoopDelay, type RunOptions, type RunResult } from './measure.ts';
 import { startPostfix } from './postfix.ts';
 import { summariseProfile, type ProfileSummary } from './profile.ts';
 import { startSinkProcess, type SinkProcess } from './sink.ts';
@@ -175,6 +175,29 @@ function redisCpu(): () => number | undefined {
   return () => (pids.length ? pids.reduce((a, p) => a + (processCpuSeconds(p) ?? 0), 0) : undefined);
 }
 
+/**
+ * The load of every measured run, gateway or Postfix, so that their figures compare: the same
+ * sessions, message counts, envelope and sink, and the same wait for the last deliveries.
+ */
+function sameLoad(setup: Setup, size: number): Omit<RunOptions, 'label' | 'target' | 'cpu' | 'onWindow'> {
+  return {
+    sink: setup.sink,
+    sessions: SESSIONS,
+    size,
+    warmup: WARMUP,
+    count: MESSAGES,
+    from: SENDER,
+    to: RECIPIENT,
+    drainTimeoutMs: 180_000,
+    progress,
+  };
+}
+
+/** CPU meters of every run besides its server's: this process (the load client), the sink, Redis. */
+function loadCpu(setup: Setup): RunOptions['cpu'] {
+  return { client: clientCpu, sink: () => processCpuSeconds(setup.sink.pid), redis: redisCpu() };
+}
+
 async function runGateway(
   setup: Setup,
   configFile: string,
@@ -216,24 +239,14 @@ async function runGateway(
       );
       results.push(
         await measureRun({
+          ...sameLoad(setup, size),
           label: opts.label,
           target,
-          sink: setup.sink,
-          sessions: SESSIONS,
-          size,
-          warmup: WARMUP,
-          count: MESSAGES,
-          from: SENDER,
-          to: RECIPIENT,
           cpu: {
             server: () => processCpuSeconds(gw.child.pid!),
-            client: clientCpu,
-            sink: () => processCpuSeconds(setup.sink.pid),
-            redis: redisCpu(),
+            ...loadCpu(setup),
             ...gatewayThreads(gw.child.pid!),
           },
-          drainTimeoutMs: 180_000,
-          progress,
           onWindow: (edge) => probeLoop(gw, probeFile, edge),
         }),
       );
@@ -267,23 +280,10 @@ async function runPostfix(setup: Setup, sizes: number[]): Promise<{ results: Run
       progress(`postfix ${pf.version}, ${size / 1024} KB: ${WARMUP} warm-up + ${MESSAGES} messages`);
       results.push(
         await measureRun({
+          ...sameLoad(setup, size),
           label: `postfix ${pf.version}`,
           target: { port: pf.port, ca: setup.pki.ca.certPem },
-          sink: setup.sink,
-          sessions: SESSIONS,
-          size,
-          warmup: WARMUP,
-          count: MESSAGES,
-          from: SENDER,
-          to: RECIPIENT,
-          cpu: {
-            server: () => pf.cpuSeconds(),
-            client: clientCpu,
-            sink: () => processCpuSeconds(setup.sink.pid),
-            redis: redisCpu(),
-          },
-          drainTimeoutMs: 180_000,
-          progress,
+          cpu: { server: () => pf.cpuSeconds(), ...loadCpu(setup) },
         }),
       );
     }
