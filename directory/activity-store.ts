@@ -71,6 +71,30 @@ export function activityMethods(driver: SqlDriver): ActivityMethods {
   };
 }
 
+/** Ids per `IN (…)` list; lists are padded to this size so that one statement text is prepared. */
+const CHUNK = 100;
+
+function chunked<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += CHUNK) {
+    const part = items.slice(i, i + CHUNK);
+    while (part.length < CHUNK) part.push(part[part.length - 1]!);
+    out.push(part);
+  }
+  return out;
+}
+
+const SELECT_KNOWN = `SELECT national_id, activity_key, row_hash, last_import, retired_at FROM dir_activities
+  WHERE national_id IN (${Array.from({ length: CHUNK }, () => '?').join(', ')})`;
+const MARK_SEEN = `UPDATE dir_activities SET last_import = ?
+  WHERE (national_id, activity_key) IN (VALUES ${Array.from({ length: CHUNK }, () => '(?, ?)').join(', ')})`;
+
+interface Known {
+  hash: string;
+  lastImport: number;
+  live: boolean;
+}
+
 async function applyBatch(
   tx: SqlExecutor,
   importId: number,
@@ -78,24 +102,33 @@ async function applyBatch(
 ): Promise<BatchResult> {
   const result: BatchResult = { inserted: 0, updated: 0, unchanged: 0, rejected: [] };
   const now = Date.now();
+  // What is stored for the batch's people: one query per 100 people instead of two per line.
+  const known = new Map<string, Known>();
+  const people = [...new Set(rows.map((r) => r.professional.nationalId))];
+  for (const ids of chunked(people)) {
+    for (const e of await tx.all(SELECT_KNOWN, ids)) {
+      known.set(`${String(e.national_id)}\n${String(e.activity_key)}`, {
+        hash: String(e.row_hash),
+        lastImport: Number(e.last_import),
+        live: e.retired_at === null || e.retired_at === undefined,
+      });
+    }
+  }
+  /** Unchanged activities to mark as seen by this import: [national id, activity key]. */
+  const seen: [string, string][] = [];
   for (const r of rows) {
     const nationalId = r.professional.nationalId;
     const a = r.activity;
+    const key = `${nationalId}\n${a.activityKey}`;
+    const existing = known.get(key);
     // The common case of a re-import: the same line, only marked as seen.
-    const touched = await tx.run(
-      `UPDATE dir_activities SET last_import = ?
-       WHERE national_id = ? AND activity_key = ? AND row_hash = ? AND retired_at IS NULL`,
-      [importId, nationalId, a.activityKey, r.hash],
-    );
-    if (touched > 0) {
+    if (existing !== undefined && existing.live && existing.hash === r.hash) {
+      if (existing.lastImport !== importId) seen.push([nationalId, a.activityKey]);
+      existing.lastImport = importId;
       result.unchanged++;
       continue;
     }
-    const existing = await tx.get(
-      'SELECT last_import FROM dir_activities WHERE national_id = ? AND activity_key = ?',
-      [nationalId, a.activityKey],
-    );
-    if (existing !== undefined && Number(existing.last_import) === importId) {
+    if (existing !== undefined && existing.lastImport === importId) {
       // Two different lines for one activity: keeping the last would make every re-import flip.
       result.rejected.push({
         line: r.lineNo,
@@ -143,7 +176,9 @@ async function applyBatch(
     );
     if (existing === undefined) result.inserted++;
     else result.updated++;
+    known.set(key, { hash: r.hash, lastImport: importId, live: true });
   }
+  for (const pairs of chunked(seen)) await tx.run(MARK_SEEN, [importId, ...pairs.flat()]);
   return result;
 }
 

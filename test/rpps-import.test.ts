@@ -496,8 +496,13 @@ describe.each([sqliteBackend(), postgresBackend()])('RPPS activity import on $na
     ]);
     expect(report).toMatchObject({ lines: 9, inserted: 4, unchanged: 1, rejectedCount: 4, warningCount: 0 });
     expect((await store.activitiesOf('810000000001'))[0]?.sectorCode).toBe('SA07');
-    // Idempotent with the duplicate in the file.
-    expect(await importPersonActivity(store, file)).toMatchObject({ inserted: 0, updated: 0, unchanged: 5 });
+    // Idempotent with the duplicate in the file, also when each line is its own batch.
+    expect(await importPersonActivity(store, file, { batchSize: 1 })).toMatchObject({
+      inserted: 0,
+      updated: 0,
+      unchanged: 5,
+      rejectedCount: 4,
+    });
   });
 
   it('refuses a wrong header with a clear error and retires nothing', async () => {
