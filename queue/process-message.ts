@@ -5,6 +5,7 @@ import type {
   DsnRecipientReport,
   Envelope,
   EnvelopeRecipient,
+  MessageControl,
   MessageState,
   Notifier,
   RecipientStatus,
@@ -87,12 +88,7 @@ export async function processMessage(id: string, deps: ProcessDeps): Promise<Pro
   let state = spool.readState(id) ?? initialState(envelope, now());
   const control = spool.readControl(id);
 
-  if (control.purge) {
-    for (const r of state.recipients) if (!isFinal(r)) r.state = 'purged';
-    finish(spool, envelope, state, now(), 'purged');
-    log.info({ by: control.by }, 'message purged by an admin');
-    return { finished: true };
-  }
+  if (control.purge) return finishPurged(envelope, state, control, deps);
 
   // A previous run died in the middle of a delivery.
   for (const r of state.recipients) {
@@ -141,12 +137,7 @@ export async function processMessage(id: string, deps: ProcessDeps): Promise<Pro
   await maybeSendDelayWarning(envelope, state, deps);
   // An admin may have acted while this attempt ran.
   const after = spool.readControl(id);
-  if (after.purge) {
-    for (const r of state.recipients) if (!isFinal(r)) r.state = 'purged';
-    finish(spool, envelope, state, now(), 'purged');
-    log.info({ by: after.by }, 'message purged by an admin');
-    return { finished: true };
-  }
+  if (after.purge) return finishPurged(envelope, state, after, deps);
   if (after.held) return { finished: false, held: true };
   if (after.retryNow) {
     const { retryNow: _retryNow, ...rest } = after;
@@ -309,6 +300,19 @@ async function maybeSendDelayWarning(
   for (const r of due) r.delayNotified = true;
   state.updatedAt = now();
   deps.spool.writeState(state);
+}
+
+/** An admin's purge: the recipients not final yet end as `purged`, and so does the message. */
+function finishPurged(
+  envelope: Envelope,
+  state: MessageState,
+  control: MessageControl,
+  deps: ProcessDeps,
+): ProcessResult {
+  for (const r of state.recipients) if (!isFinal(r)) r.state = 'purged';
+  finish(deps.spool, envelope, state, deps.now(), 'purged');
+  deps.logger.info({ by: control.by }, 'message purged by an admin');
+  return { finished: true };
 }
 
 function finish(
