@@ -27,6 +27,7 @@ import {
   type MessageStatus,
 } from './admin.ts';
 import { StartupError, startApp } from './app.ts';
+import { CliError, registerDirectoryCommands, registerMailboxKeyCommands } from './directory-cli.ts';
 import { ensureDataDir, type DataPaths } from './first-run.ts';
 import { createLogger } from './log.ts';
 
@@ -293,6 +294,9 @@ export function buildCli(): Command {
         out(`removed ${address}`);
       }),
     );
+  const ctx = { configFrom, dataDir, out };
+  registerMailboxKeyCommands(mailbox, ctx);
+  registerDirectoryCommands(program, ctx);
   return program;
 }
 
@@ -315,7 +319,12 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = 2;
       return;
     }
-    if (err instanceof AdminError || err instanceof MailboxError || err instanceof StartupError) {
+    if (
+      err instanceof AdminError ||
+      err instanceof MailboxError ||
+      err instanceof StartupError ||
+      err instanceof CliError
+    ) {
       console.error(`courrier: ${err.message}`);
       process.exitCode = 1;
       return;
