@@ -33,7 +33,7 @@ import {
   splitMultipart,
   toBytes,
 } from './pgp-mime.ts';
-import type { InlinePgp } from './pgp-mime.ts';
+import type { InlinePgp, MimeEntity } from './pgp-mime.ts';
 
 type OneOrMany<T> = T | readonly T[];
 
@@ -152,6 +152,29 @@ export async function pgpEncrypt(
   return latin1ToBytes(buildMultipartEncrypted(armored));
 }
 
+/**
+ * The two parts of a PGP/MIME `multipart/signed` or `multipart/encrypted` entity (RFC 3156 §4:
+ * exactly two body parts), once its protocol parameter says it is PGP/MIME.
+ */
+function pgpMimeParts(
+  entity: MimeEntity,
+  protocol: 'application/pgp-signature' | 'application/pgp-encrypted',
+): [string, string] {
+  const { mediaType, params } = entity.contentType;
+  if ((params['protocol'] ?? '').toLowerCase() !== protocol) {
+    throw new CryptoError(
+      'unsupported',
+      `${mediaType} with protocol ${params['protocol'] ?? '(none)'} is not PGP/MIME`,
+    );
+  }
+  const { parts } = splitMultipart(entity.body, params['boundary'] ?? '');
+  const [first, second] = parts;
+  if (parts.length !== 2 || first === undefined || second === undefined) {
+    throw new CryptoError('malformed', `${mediaType} has ${parts.length} parts instead of 2`);
+  }
+  return [first, second];
+}
+
 /** Verifies a `multipart/signed` PGP/MIME entity; see `PgpReadResult`. */
 export async function pgpVerify(
   content: Uint8Array | string,
@@ -161,7 +184,7 @@ export async function pgpVerify(
   const now = options.now ?? new Date();
   const text = canonicalCrlf(bytesToLatin1(toBytes(content)));
   const entity = parseEntity(text);
-  const { mediaType, params } = entity.contentType;
+  const { mediaType } = entity.contentType;
 
   if (mediaType !== 'multipart/signed') {
     const inlinePgp = detectInlinePgp(entity.body);
@@ -169,17 +192,7 @@ export async function pgpVerify(
     if (options.expectSigned === true) throw notSigned(inlinePgp);
     return { content: latin1ToBytes(text), verification, ...(inlinePgp ? { inlinePgp } : {}) };
   }
-  if ((params['protocol'] ?? '').toLowerCase() !== 'application/pgp-signature') {
-    throw new CryptoError(
-      'unsupported',
-      `multipart/signed with protocol ${params['protocol'] ?? '(none)'} is not PGP/MIME`,
-    );
-  }
-  const { parts } = splitMultipart(entity.body, params['boundary'] ?? '');
-  const [signedPart, signaturePart] = parts;
-  if (parts.length !== 2 || signedPart === undefined || signaturePart === undefined) {
-    throw new CryptoError('malformed', `multipart/signed has ${parts.length} parts instead of 2`);
-  }
+  const [signedPart, signaturePart] = pgpMimeParts(entity, 'application/pgp-signature');
   const sigEntity = parseEntity(signaturePart);
   if (sigEntity.contentType.mediaType !== 'application/pgp-signature') {
     throw new CryptoError(
@@ -220,7 +233,7 @@ export async function pgpDecrypt(
   const verificationKeys = list(options.verificationKeys);
   const text = canonicalCrlf(bytesToLatin1(toBytes(content)));
   const entity = parseEntity(text);
-  const { mediaType, params } = entity.contentType;
+  const { mediaType } = entity.contentType;
 
   if (mediaType !== 'multipart/encrypted') {
     const inlinePgp = detectInlinePgp(entity.body);
@@ -229,17 +242,7 @@ export async function pgpDecrypt(
     }
     throw new CryptoError('unsupported', `not a PGP/MIME encrypted entity (${mediaType})`);
   }
-  if ((params['protocol'] ?? '').toLowerCase() !== 'application/pgp-encrypted') {
-    throw new CryptoError(
-      'unsupported',
-      `multipart/encrypted with protocol ${params['protocol'] ?? '(none)'} is not PGP/MIME`,
-    );
-  }
-  const { parts } = splitMultipart(entity.body, params['boundary'] ?? '');
-  const [versionPart, dataPart] = parts;
-  if (parts.length !== 2 || versionPart === undefined || dataPart === undefined) {
-    throw new CryptoError('malformed', `multipart/encrypted has ${parts.length} parts instead of 2`);
-  }
+  const [versionPart, dataPart] = pgpMimeParts(entity, 'application/pgp-encrypted');
   const version = parseEntity(versionPart);
   if (
     version.contentType.mediaType !== 'application/pgp-encrypted' ||
