@@ -16,20 +16,14 @@ import { join } from 'node:path';
 import { generatePgpKey, readPgpPrivateKey, readPgpPublicKey } from '../crypto/openpgp-keys.ts';
 import { pgpDecrypt, pgpEncrypt } from '../crypto/openpgp-mime.ts';
 import { mimeEntity } from './sample-message.ts';
-import { throughput } from './stats.ts';
+import { throughput, type ThroughputCell } from './stats.ts';
 
 const SECONDS = Number(process.env.BENCH_OPENPGP_SECONDS ?? 3);
 const SIZES_KB = (process.env.BENCH_OPENPGP_SIZES ?? '100,2048').split(',').map(Number);
 const MIN_ITERATIONS = 3;
 
-interface Cell {
-  tool: string;
-  operation: string;
-  sizeKb: number;
-  perSecond: number;
-  msPerMessage: number;
+interface Cell extends ThroughputCell {
   mbPerSecond: number;
-  iterations: number;
 }
 
 async function measure(

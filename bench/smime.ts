@@ -22,21 +22,12 @@ import forge from 'node-forge';
 import { createCa, issueCertificate } from '../crypto/dev-pki.ts';
 import { decrypt, encrypt, sign, verify } from '../crypto/smime.ts';
 import { mimeEntity } from './sample-message.ts';
-import { throughput } from './stats.ts';
+import { throughput, type ThroughputCell as Cell } from './stats.ts';
 
 const SECONDS = Number(process.env.BENCH_SMIME_SECONDS ?? 2);
 const SIZES_KB = (process.env.BENCH_SMIME_SIZES ?? '100,2048').split(',').map(Number);
 const TOOLS = (process.env.BENCH_SMIME_TOOLS ?? 'ours,forge,openssl').split(',');
 const MIN_ITERATIONS = 3;
-
-interface Cell {
-  tool: string;
-  operation: string;
-  sizeKb: number;
-  perSecond: number;
-  msPerMessage: number;
-  iterations: number;
-}
 
 async function measure(tool: string, operation: string, sizeKb: number, run: () => unknown): Promise<Cell> {
   const t = await throughput(run, SECONDS, MIN_ITERATIONS);

@@ -183,6 +183,16 @@ export class CpuMeter {
   }
 }
 
+/** One cell of a crypto benchmark's table: one tool doing one operation on messages of one size. */
+export interface ThroughputCell {
+  tool: string;
+  operation: string;
+  sizeKb: number;
+  perSecond: number;
+  msPerMessage: number;
+  iterations: number;
+}
+
 /**
  * Runs `run` once to warm up, then again and again for at least `seconds` and `minIterations`
  * runs; returns the rate. Shared by the crypto benchmarks.
