@@ -7,6 +7,7 @@ import * as openpgp from 'openpgp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCertificate } from '../crypto/dev-pki.ts';
 import { writeConfig } from './helpers/gateway-process.ts';
+import { writeActivityFile } from './helpers/rpps-fixture.ts';
 import { testPki } from './helpers/pki.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -73,6 +74,19 @@ describe('courrier directory', () => {
     const wl = await courrier('directory', 'import', WHITELIST);
     expect(wl).toMatchObject({ code: 0 });
     expect(wl.stdout).toMatch(/\(whitelist\): 6 entries, 5 domains, 0 removed, 0 skipped/);
+  });
+
+  it('imports PS_LibreAcces_Personne_activite (format detected from its header)', async () => {
+    const activities = join(dir, 'activites.txt');
+    await writeActivityFile(activities, 30, 5);
+    const r = await courrier('directory', 'import', activities, '--json');
+    expect(r).toMatchObject({ code: 0, stderr: '' });
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      format: 'rpps',
+      lines: 30,
+      inserted: 30,
+      retiredActivities: 0,
+    });
   });
 
   it('lists rejected lines with their numbers, and --rpps-check-digit reject', async () => {
