@@ -1,4 +1,5 @@
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
+import { hostname } from 'node:os';
 import { activityMethods, type ActivityMethods } from './activity-store.ts';
 import type { MailboxStore, MailboxType } from './mailbox-store.ts';
 import { MAILBOX_TYPES, normaliseAddress } from './mailbox-store.ts';
@@ -22,7 +23,15 @@ import { TEAM_KINDS } from './model.ts';
 import { likeEscape, normaliseText, toNationalId } from './normalise.ts';
 import { openPostgresDriver, type PostgresOptions } from './pg-driver.ts';
 import { migrateDirectory } from './schema.ts';
-import { openSqliteDriver, type Row, type SqlDriver, type SqlExecutor } from './sql.ts';
+import {
+  openSqliteDriver,
+  unnestTable,
+  type BatchColumns,
+  type BatchRow,
+  type Row,
+  type SqlDriver,
+  type SqlExecutor,
+} from './sql.ts';
 
 /** One accepted line of an extract, ready to store (see extract-import.ts). */
 export interface ExtractRow {
@@ -66,6 +75,28 @@ export interface DirectoryCounts {
   teams: number;
   keys: number;
   trustDomains: number;
+}
+
+/** One row of `dir_imports`. */
+export interface ImportRecord {
+  id: number;
+  kind: string;
+  state: 'running' | 'finished' | 'failed';
+  /** `host:pid:random` of the process that ran it (imports from before schema v2 have none). */
+  holder?: string;
+  startedAt: number;
+  heartbeatAt?: number;
+  finishedAt?: number;
+  /** JSON: counts, or `failed` with the reason. */
+  summary?: string;
+}
+
+/** Heartbeat age after which a running import is taken for dead: 10 min (ms). */
+export const IMPORT_STALE_AFTER_MS = 10 * 60 * 1000;
+
+/** Another import holds the store's import lock, or this import lost it. Nothing was changed. */
+export class ImportLockError extends Error {
+  override name = 'ImportLockError';
 }
 
 /**
@@ -134,14 +165,33 @@ export interface DirectoryStore extends ActivityMethods {
   /** Subject DNs of the operator certificates that may speak for `domain`. */
   operatorDnsFor(domain: string): Promise<string[]>;
 
-  /** Import primitives, used by importExtract (extract-import.ts). */
-  beginImport(kind: string): Promise<number>;
+  /**
+   * Import primitives, used by importExtract (extract-import.ts) and the RPPS import. One import at
+   * a time per store, across processes and gateway instances: `beginImport` takes the lock (its row
+   * in `dir_imports` with `finished_at` NULL) or throws an ImportLockError naming the holder, unless
+   * the holder's heartbeat is older than `staleAfterMs` (default 10 min): that import is then marked
+   * failed and this one proceeds.
+   */
+  beginImport(kind: string, opts?: { staleAfterMs?: number }): Promise<number>;
+  /** One transaction; refreshes the lock's heartbeat (ImportLockError if the lock was lost). */
   applyExtractBatch(importId: number, rows: readonly ExtractRow[]): Promise<BatchResult>;
-  /** Retires links not seen by the import, then mailboxes left without a live link. */
+  /** Refreshes the lock's heartbeat; ImportLockError if the lock was taken over as stale. */
+  heartbeatImport(importId: number): Promise<void>;
+  /**
+   * Retires links not seen by the import, then mailboxes left without a live link, and releases the
+   * lock. ImportLockError (and nothing retired) if the lock was taken over as stale meanwhile.
+   */
   finishImport(
     importId: number,
     opts: { retire: boolean; summary: string },
   ): Promise<{ retiredMailboxes: number; retiredLinks: number }>;
+  /**
+   * Marks a running import failed (its summary says why) and releases the lock; retires nothing.
+   * False when the import was no longer running (finished, or taken over as stale).
+   */
+  failImport(importId: number, reason: string): Promise<boolean>;
+  /** The latest imports, newest first (default 20): what runs, what failed and why. */
+  listImports(limit?: number): Promise<ImportRecord[]>;
 
   counts(): Promise<DirectoryCounts>;
   close(): Promise<void>;
@@ -358,7 +408,7 @@ async function createDirectoryStore(
     },
 
     async saveProfessional(p) {
-      await upsertProfessional(driver, p, Date.now());
+      await upsertProfessionals(driver, [p], Date.now());
     },
 
     async saveTeam(team) {
@@ -577,26 +627,71 @@ async function createDirectoryStore(
       return rows.map((r) => String(r.operator_dn));
     },
 
-    async beginImport(kind) {
+    async beginImport(kind, opts = {}) {
+      const staleAfterMs = opts.staleAfterMs ?? IMPORT_STALE_AFTER_MS;
+      const holder = `${hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
       return driver.transaction(async (tx) => {
+        // Race-free: on SQLite the transaction is BEGIN IMMEDIATE (the write lock from the start);
+        // on PostgreSQL (READ COMMITTED) two instances could both see no running import without
+        // this lock, held until the transaction ends.
+        if (tx.dialect === 'postgres') await tx.run('SELECT pg_advisory_xact_lock(7263551)');
+        const now = Date.now();
+        const running = await tx.all(
+          'SELECT id, kind, holder, started_at, heartbeat_at FROM dir_imports WHERE finished_at IS NULL ORDER BY id',
+        );
+        for (const r of running) {
+          const beat = Number(r.heartbeat_at ?? r.started_at);
+          if (now - beat < staleAfterMs) {
+            throw new ImportLockError(
+              `cannot start the ${kind} import: import ${Number(r.id)} (${String(r.kind)}) is running, ` +
+                `held by ${String(r.holder ?? 'an unknown process')} since ${iso(Number(r.started_at))}, ` +
+                `last heartbeat ${iso(beat)}; it is taken for dead after ${Math.round(staleAfterMs / 1000)} s ` +
+                'without a heartbeat',
+            );
+          }
+        }
+        for (const r of running) {
+          const beat = Number(r.heartbeat_at ?? r.started_at);
+          await tx.run('UPDATE dir_imports SET finished_at = ?, summary = ? WHERE id = ?', [
+            now,
+            JSON.stringify({
+              failed:
+                `stale: no heartbeat since ${iso(beat)} from ${String(r.holder ?? 'an unknown process')}; ` +
+                `lock taken over by ${holder}`,
+            }),
+            Number(r.id),
+          ]);
+        }
         const row = await tx.get('SELECT MAX(id) AS id FROM dir_imports');
         const id = Number(row?.id ?? 0) + 1;
-        await tx.run('INSERT INTO dir_imports (id, kind, started_at) VALUES (?, ?, ?)', [
-          id,
-          kind,
-          Date.now(),
-        ]);
+        await tx.run(
+          'INSERT INTO dir_imports (id, kind, started_at, heartbeat_at, holder) VALUES (?, ?, ?, ?, ?)',
+          [id, kind, now, now, holder],
+        );
         return id;
       });
     },
 
     applyExtractBatch(importId, rows) {
-      return driver.transaction((tx) => applyBatch(tx, importId, rows));
+      return driver.transaction(async (tx) => {
+        await heartbeat(tx, importId);
+        return applyBatch(tx, importId, rows);
+      });
+    },
+
+    heartbeatImport(importId) {
+      return driver.transaction((tx) => heartbeat(tx, importId));
     },
 
     async finishImport(importId, opts) {
       return driver.transaction(async (tx) => {
         const now = Date.now();
+        // First: an import whose lock was taken over must not retire what the other one wrote.
+        const held = await tx.run(
+          'UPDATE dir_imports SET finished_at = ?, heartbeat_at = ?, summary = ? WHERE id = ? AND finished_at IS NULL',
+          [now, now, opts.summary, importId],
+        );
+        if (held === 0) throw await lostLock(tx, importId);
         let retiredLinks = 0;
         let retiredMailboxes = 0;
         if (opts.retire) {
@@ -611,13 +706,25 @@ async function createDirectoryStore(
             [now, now],
           );
         }
-        await tx.run('UPDATE dir_imports SET finished_at = ?, summary = ? WHERE id = ?', [
-          now,
-          opts.summary,
-          importId,
-        ]);
         return { retiredMailboxes, retiredLinks };
       });
+    },
+
+    async failImport(importId, reason) {
+      const now = Date.now();
+      const changed = await driver.run(
+        'UPDATE dir_imports SET finished_at = ?, heartbeat_at = ?, summary = ? WHERE id = ? AND finished_at IS NULL',
+        [now, now, JSON.stringify({ failed: reason }), importId],
+      );
+      return changed > 0;
+    },
+
+    async listImports(limit = 20) {
+      const rows = await driver.all(
+        'SELECT id, kind, holder, started_at, heartbeat_at, finished_at, summary FROM dir_imports ORDER BY id DESC LIMIT ?',
+        [Math.max(1, Math.trunc(limit))],
+      );
+      return rows.map(toImportRecord);
     },
 
     async counts() {
@@ -640,30 +747,168 @@ async function createDirectoryStore(
 // ---------------------------------------------------------------------------------------------
 // Import of a batch of extract lines
 
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/** Refreshes the import lock's heartbeat, in the caller's transaction. */
+async function heartbeat(tx: SqlExecutor, importId: number): Promise<void> {
+  const held = await tx.run('UPDATE dir_imports SET heartbeat_at = ? WHERE id = ? AND finished_at IS NULL', [
+    Date.now(),
+    importId,
+  ]);
+  if (held === 0) throw await lostLock(tx, importId);
+}
+
+async function lostLock(tx: SqlExecutor, importId: number): Promise<ImportLockError> {
+  const row = await tx.get('SELECT summary FROM dir_imports WHERE id = ?', [importId]);
+  return new ImportLockError(
+    row === undefined
+      ? `import ${importId} does not exist`
+      : `import ${importId} no longer holds the import lock (${String(row.summary ?? 'finished')}): ` +
+          'nothing more is written or retired',
+  );
+}
+
+const LINK_KEY: BatchColumns = [
+  ['address', 'text'],
+  ['structure_key', 'text'],
+];
+const LINK_COLUMNS: BatchColumns = [
+  ...LINK_KEY,
+  ...(
+    ['service', 'street', 'postcode', 'city', 'city_norm', 'department', 'country', 'row_hash'] as const
+  ).map((c) => [c, 'text'] as const),
+];
+const MAILBOX_COLUMNS: BatchColumns = [
+  ...(['address', 'domain', 'type', 'national_id', 'display_name', 'name_norm'] as const).map(
+    (c) => [c, 'text'] as const,
+  ),
+  ['dematerialisation', 'integer'],
+];
+const STRUCTURE_COLUMNS: BatchColumns = (
+  ['key', 'id_type', 'identification', 'name', 'name_norm', 'kind'] as const
+).map((c) => [c, 'text'] as const);
+const PROFESSIONAL_BATCH_COLUMNS: BatchColumns = (
+  [
+    'national_id',
+    'id_type',
+    'civility',
+    'last_name',
+    'first_name',
+    'name_norm',
+    'profession_code',
+    'profession_label',
+    'profession_norm',
+    'specialty_code',
+    'specialty_label',
+  ] as const
+).map((c) => [c, 'text'] as const);
+
+const names = (columns: BatchColumns, prefix = '') => columns.map(([c]) => `${prefix}${c}`).join(', ');
+
+/**
+ * Statement texts per dialect, fixed whatever the batch size (prepared once). SQLite: one row's
+ * values after the fixed parameters; PostgreSQL: the whole batch through unnestTable.
+ */
+function batchStatements(dialect: SqlExecutor['dialect']) {
+  /** INSERT of the batch's rows with `fixed` columns ([column, expression]) first. */
+  const insert = (table: string, fixed: [string, string][], columns: BatchColumns) => {
+    const head = `INSERT INTO ${table} (${fixed.map(([c]) => c).join(', ')}, ${names(columns)})`;
+    const exprs = fixed.map(([, e]) => e).join(', ');
+    return dialect === 'sqlite'
+      ? `${head} VALUES (${exprs}, ${columns.map(() => '?').join(', ')})`
+      : `${head} SELECT ${exprs}, ${names(columns, 'b.')} FROM ${unnestTable(columns, 'b')}`;
+  };
+  const now: [string, string] = ['updated_at', 'CAST(? AS BIGINT)'];
+  return {
+    known:
+      dialect === 'sqlite'
+        ? `SELECT address, structure_key, row_hash, last_import, retired_at FROM dir_mailbox_links
+           WHERE address = ? AND structure_key = ?`
+        : `SELECT l.address, l.structure_key, l.row_hash, l.last_import, l.retired_at
+           FROM ${unnestTable(LINK_KEY, 'k')}
+           JOIN dir_mailbox_links l ON l.address = k.address AND l.structure_key = k.structure_key`,
+    markSeen:
+      dialect === 'sqlite'
+        ? 'UPDATE dir_mailbox_links SET last_import = ? WHERE address = ? AND structure_key = ?'
+        : `UPDATE dir_mailbox_links SET last_import = ? FROM ${unnestTable(LINK_KEY, 'k')}
+           WHERE dir_mailbox_links.address = k.address AND dir_mailbox_links.structure_key = k.structure_key`,
+    professionals: `${insert('dir_professionals', [now], PROFESSIONAL_BATCH_COLUMNS)}
+      ON CONFLICT (national_id) DO UPDATE SET civility = excluded.civility, last_name = excluded.last_name,
+        first_name = excluded.first_name, name_norm = excluded.name_norm,
+        profession_code = excluded.profession_code, profession_label = excluded.profession_label,
+        profession_norm = excluded.profession_norm, specialty_code = excluded.specialty_code,
+        specialty_label = excluded.specialty_label, updated_at = excluded.updated_at`,
+    structures: `${insert('dir_structures', [now], STRUCTURE_COLUMNS)}
+      ON CONFLICT (key) DO UPDATE SET name = excluded.name, name_norm = excluded.name_norm,
+        kind = excluded.kind, updated_at = excluded.updated_at
+      WHERE dir_structures.name <> excluded.name OR dir_structures.kind <> excluded.kind`,
+    mailboxes: `${insert('dir_mailboxes', [now, ['source', "'extract'"]], MAILBOX_COLUMNS)}
+      ON CONFLICT (address) DO UPDATE SET domain = excluded.domain, type = excluded.type, source = 'extract',
+        national_id = excluded.national_id, display_name = excluded.display_name,
+        name_norm = excluded.name_norm, dematerialisation = excluded.dematerialisation,
+        retired_at = NULL, updated_at = excluded.updated_at`,
+    links: `${insert('dir_mailbox_links', [['last_import', 'CAST(? AS BIGINT)']], LINK_COLUMNS)}
+      ON CONFLICT (address, structure_key) DO UPDATE SET service = excluded.service, street = excluded.street,
+        postcode = excluded.postcode, city = excluded.city, city_norm = excluded.city_norm,
+        department = excluded.department, country = excluded.country, row_hash = excluded.row_hash,
+        last_import = excluded.last_import, retired_at = NULL`,
+  };
+}
+const STATEMENTS = { sqlite: batchStatements('sqlite'), postgres: batchStatements('postgres') };
+
+/**
+ * Writes a batch of extract lines with one batch statement per step (see batchTable in sql.ts: one
+ * round trip each on PostgreSQL): read what is stored for the batch's (address, structure) keys,
+ * mark the unchanged lines seen, then upsert the new and changed lines' professionals, structures,
+ * mailboxes and links.
+ */
 async function applyBatch(
   tx: SqlExecutor,
   importId: number,
   rows: readonly ExtractRow[],
 ): Promise<BatchResult> {
   const result: BatchResult = { inserted: 0, updated: 0, unchanged: 0, rejected: [] };
+  const sql = STATEMENTS[tx.dialect];
   const now = Date.now();
+  const keyOf = (r: ExtractRow) => `${r.address}|${r.structure?.key ?? ''}`; // '|' is in no field
+
+  /** Hash and import of each key: as stored, then as this batch leaves it. */
+  const known = new Map<string, { hash: string; lastImport: number; live: boolean } | null>();
+  const keys: BatchRow[] = [];
   for (const r of rows) {
+    const key = keyOf(r);
+    if (known.has(key)) continue;
+    known.set(key, null);
+    keys.push([r.address, r.structure?.key ?? '']);
+  }
+  for (const e of await tx.allBatch(sql.known, [], keys)) {
+    known.set(`${String(e.address)}|${String(e.structure_key)}`, {
+      hash: String(e.row_hash),
+      lastImport: Number(e.last_import),
+      live: e.retired_at === null || e.retired_at === undefined,
+    });
+  }
+
+  const seen: BatchRow[] = [];
+  const links: BatchRow[] = [];
+  // Last line wins for a person or a mailbox given on several lines, as line-by-line upserts would.
+  const professionals = new Map<string, Professional>();
+  const structures = new Map<string, Structure>();
+  const mailboxes = new Map<string, BatchRow>();
+  for (const r of rows) {
+    const key = keyOf(r);
+    const existing = known.get(key);
     const structureKey = r.structure?.key ?? '';
-    // The common case of a daily re-import: the same line, only marked as seen.
-    const touched = await tx.run(
-      `UPDATE dir_mailbox_links SET last_import = ?
-       WHERE address = ? AND structure_key = ? AND row_hash = ? AND retired_at IS NULL`,
-      [importId, r.address, structureKey, r.hash],
-    );
-    if (touched > 0) {
+    if (existing && existing.live && existing.hash === r.hash) {
+      // The common case of a daily re-import: the same line, only marked as seen.
+      if (existing.lastImport !== importId) {
+        seen.push([r.address, structureKey]);
+        existing.lastImport = importId;
+      }
       result.unchanged++;
       continue;
     }
-    const existing = await tx.get(
-      'SELECT last_import FROM dir_mailbox_links WHERE address = ? AND structure_key = ?',
-      [r.address, structureKey],
-    );
-    if (existing !== undefined && Number(existing.last_import) === importId) {
+    if (existing && existing.lastImport === importId) {
       // Two different lines for one mailbox at one structure: keeping the last one would make every
       // re-import flip between them.
       result.rejected.push({
@@ -672,84 +917,65 @@ async function applyBatch(
       });
       continue;
     }
-    if (r.professional !== undefined) await upsertProfessional(tx, r.professional, now);
-    if (r.structure !== undefined) {
-      const s = r.structure;
-      await tx.run(
-        `INSERT INTO dir_structures (key, id_type, identification, name, name_norm, kind, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (key) DO UPDATE SET name = excluded.name, name_norm = excluded.name_norm,
-           kind = excluded.kind, updated_at = excluded.updated_at
-         WHERE dir_structures.name <> excluded.name OR dir_structures.kind <> excluded.kind`,
-        [s.key, s.idType, s.identification, s.name, normaliseText(s.name), s.kind, now],
-      );
-    }
+    if (existing) result.updated++;
+    else result.inserted++;
+    known.set(key, { hash: r.hash, lastImport: importId, live: true });
+
     const p = r.professional;
+    if (p !== undefined) professionals.set(p.nationalId, p);
+    if (r.structure !== undefined) structures.set(r.structure.key, r.structure);
     const displayName =
       p !== undefined
         ? `${p.firstName} ${p.lastName}`.trim()
         : [r.service, r.structure?.name].filter((x) => x !== undefined && x !== '').join(' — ');
-    const nameNorm = normaliseText(p !== undefined ? `${p.lastName} ${p.firstName}` : displayName);
-    await tx.run(
-      `INSERT INTO dir_mailboxes (address, domain, type, source, national_id, display_name, name_norm,
-         dematerialisation, updated_at)
-       VALUES (?, ?, ?, 'extract', ?, ?, ?, ?, ?)
-       ON CONFLICT (address) DO UPDATE SET domain = excluded.domain, type = excluded.type, source = 'extract',
-         national_id = excluded.national_id, display_name = excluded.display_name,
-         name_norm = excluded.name_norm, dematerialisation = excluded.dematerialisation,
-         retired_at = NULL, updated_at = excluded.updated_at`,
-      [
-        r.address,
-        r.domain,
-        r.type,
-        p?.nationalId ?? null,
-        displayName || null,
-        nameNorm,
-        r.dematerialisation === undefined ? null : r.dematerialisation ? 1 : 0,
-        now,
-      ],
-    );
-    await tx.run(
-      `INSERT INTO dir_mailbox_links (address, structure_key, service, street, postcode, city, city_norm,
-         department, country, row_hash, last_import)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (address, structure_key) DO UPDATE SET service = excluded.service, street = excluded.street,
-         postcode = excluded.postcode, city = excluded.city, city_norm = excluded.city_norm,
-         department = excluded.department, country = excluded.country, row_hash = excluded.row_hash,
-         last_import = excluded.last_import, retired_at = NULL`,
-      [
-        r.address,
-        structureKey,
-        r.service ?? null,
-        r.street ?? null,
-        r.postcode ?? null,
-        r.city ?? null,
-        r.city === undefined ? null : normaliseText(r.city),
-        r.department ?? null,
-        r.country ?? null,
-        r.hash,
-        importId,
-      ],
-    );
-    if (existing === undefined) result.inserted++;
-    else result.updated++;
+    mailboxes.set(r.address, [
+      r.address,
+      r.domain,
+      r.type,
+      p?.nationalId ?? null,
+      displayName || null,
+      normaliseText(p !== undefined ? `${p.lastName} ${p.firstName}` : displayName),
+      r.dematerialisation === undefined ? null : r.dematerialisation ? 1 : 0,
+    ]);
+    links.push([
+      r.address,
+      structureKey,
+      r.service ?? null,
+      r.street ?? null,
+      r.postcode ?? null,
+      r.city ?? null,
+      r.city === undefined ? null : normaliseText(r.city),
+      r.department ?? null,
+      r.country ?? null,
+      r.hash,
+    ]);
   }
+  await tx.runBatch(sql.markSeen, [importId], seen);
+  // Parents first: dir_mailboxes.national_id and dir_mailbox_links.address are foreign keys.
+  await upsertProfessionals(tx, [...professionals.values()], now);
+  await tx.runBatch(
+    sql.structures,
+    [now],
+    [...structures.values()].map((s) => [
+      s.key,
+      s.idType,
+      s.identification,
+      s.name,
+      normaliseText(s.name),
+      s.kind,
+    ]),
+  );
+  await tx.runBatch(sql.mailboxes, [now], [...mailboxes.values()]);
+  await tx.runBatch(sql.links, [importId], links);
   return result;
 }
 
-async function upsertProfessional(db: SqlExecutor, p: Professional, now: number): Promise<void> {
-  const nationalId = toNationalId(p.nationalId);
-  if (nationalId === undefined) throw new Error(`invalid national id "${p.nationalId}"`);
-  await db.run(
-    `INSERT INTO dir_professionals (national_id, id_type, civility, last_name, first_name, name_norm,
-       profession_code, profession_label, profession_norm, specialty_code, specialty_label, updated_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-     ON CONFLICT (national_id) DO UPDATE SET civility = excluded.civility, last_name = excluded.last_name,
-       first_name = excluded.first_name, name_norm = excluded.name_norm,
-       profession_code = excluded.profession_code, profession_label = excluded.profession_label,
-       profession_norm = excluded.profession_norm, specialty_code = excluded.specialty_code,
-       specialty_label = excluded.specialty_label, updated_at = excluded.updated_at`,
-    [
+/** One batch upsert; each national id at most once (PostgreSQL refuses a row upserted twice). */
+async function upsertProfessionals(db: SqlExecutor, ps: readonly Professional[], now: number): Promise<void> {
+  const values = ps.map((p) => {
+    const nationalId = toNationalId(p.nationalId);
+    if (nationalId === undefined) throw new Error(`invalid national id "${p.nationalId}"`);
+    return [
       nationalId,
       nationalId.slice(0, 1),
       p.civility ?? null,
@@ -761,9 +987,29 @@ async function upsertProfessional(db: SqlExecutor, p: Professional, now: number)
       p.professionLabel === undefined ? null : normaliseText(p.professionLabel),
       p.specialtyCode ?? null,
       p.specialtyLabel ?? null,
-      now,
-    ],
-  );
+    ];
+  });
+  await db.runBatch(STATEMENTS[db.dialect].professionals, [now], values);
+}
+
+function toImportRecord(row: Row): ImportRecord {
+  const summary = optional(row, 'summary');
+  const finishedAt =
+    row.finished_at === null || row.finished_at === undefined ? undefined : Number(row.finished_at);
+  const r: ImportRecord = {
+    id: Number(row.id),
+    kind: String(row.kind),
+    // Failed imports (failImport, a stale lock taken over, the RPPS import's error path) say so in
+    // their summary.
+    state: finishedAt === undefined ? 'running' : summary?.includes('"failed":') ? 'failed' : 'finished',
+    startedAt: Number(row.started_at),
+  };
+  const holder = optional(row, 'holder');
+  if (holder !== undefined) r.holder = holder;
+  if (row.heartbeat_at !== null && row.heartbeat_at !== undefined) r.heartbeatAt = Number(row.heartbeat_at);
+  if (finishedAt !== undefined) r.finishedAt = finishedAt;
+  if (summary !== undefined) r.summary = summary;
+  return r;
 }
 
 // ---------------------------------------------------------------------------------------------

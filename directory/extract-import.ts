@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
-import { createHash } from 'node:crypto';
-import { createReadStream, statSync } from 'node:fs';
+import { hash } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import type { BatchResult, DirectoryStore, ExtractRow } from './directory-store.ts';
 import type { MailboxType } from './mailbox-store.ts';
 import { normaliseAddress } from './mailbox-store.ts';
@@ -13,6 +14,7 @@ import { ADELI, luhnValid, RPPS } from './normalise.ts';
  */
 
 export const EXTRACT_COLUMNS = 31;
+const DEFAULT_BATCH_SIZE = 2000;
 const FIRST_HEADER = 'Type de BAL';
 
 export interface ImportProgress {
@@ -32,6 +34,11 @@ export interface RejectedLine {
 export interface ExtractImportOptions {
   /** Lines per transaction; default 2 000. */
   batchSize?: number;
+  /**
+   * Heartbeat age (ms) after which another import holding the store's import lock is taken for
+   * dead and marked failed; default 10 min (IMPORT_STALE_AFTER_MS).
+   */
+  staleLockMs?: number;
   /**
    * What to do with an RPPS whose Luhn check digit is wrong. Default `warn`: real RPPS numbers carry
    * one, but the synthetic generator's do not (9 in 10 fail), so rejecting is opt-in.
@@ -73,6 +80,8 @@ type Source = string | AsyncIterable<Uint8Array>;
 /**
  * Imports an extract from a file path or a byte stream into `store`. Idempotent: importing the same
  * file again changes no data. A newer file updates what changed and retires what disappeared.
+ * Holds the store's import lock (see DirectoryStore.beginImport) from start to end; an import that
+ * fails part-way is marked failed, releases the lock and retires nothing.
  */
 export async function importExtract(
   store: DirectoryStore,
@@ -80,17 +89,15 @@ export async function importExtract(
   options: ExtractImportOptions = {},
 ): Promise<ExtractImportReport> {
   const started = performance.now();
-  const batchSize = options.batchSize ?? 2000;
+  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const maxReported = options.maxReported ?? 1000;
   const checkDigit = options.rppsCheckDigit ?? 'warn';
-  let totalBytes: number | undefined;
-  let input: AsyncIterable<Uint8Array>;
-  if (typeof source === 'string') {
-    totalBytes = statSync(source).size;
-    input = createReadStream(source, { highWaterMark: 1 << 20 });
-  } else input = source;
+  const totalBytes = typeof source === 'string' ? statSync(source).size : undefined;
 
-  const importId = await store.beginImport('extract-mssante');
+  const importId = await store.beginImport(
+    'extract-mssante',
+    options.staleLockMs === undefined ? {} : { staleAfterMs: options.staleLockMs },
+  );
   const report: ExtractImportReport = {
     importId,
     lines: 0,
@@ -112,7 +119,7 @@ export async function importExtract(
     report.warningCount++;
     if (report.warnings.length < maxReported) report.warnings.push({ line, reason });
   };
-  const reader = lineReader(input);
+  const read = { bytes: 0 };
   let batch: ExtractRow[] = [];
   const flush = async () => {
     if (batch.length === 0) return;
@@ -123,17 +130,19 @@ export async function importExtract(
     for (const x of r.rejected) reject(x.line, x.reason);
     batch = [];
     options.onProgress?.({
-      bytes: reader.bytes,
+      bytes: read.bytes,
       ...(totalBytes === undefined ? {} : { totalBytes }),
       lines: report.lines,
       rejected: report.rejectedCount,
     });
   };
 
+  const decoder = new TextDecoder('utf-8');
   let sawHeader = false;
-  for await (const { lineNo, text, bytes } of reader.lines) {
+  /** Synchronous except when a full batch is written: no promise per line. */
+  const onLine = (bytes: Uint8Array, lineNo: number): Promise<void> | undefined => {
     if (!sawHeader) {
-      const header = (text ?? '').replace(/^\uFEFF/, '').split('|');
+      const header = (isUtf8(bytes) ? decoder.decode(bytes) : '').replace(/^\uFEFF/, '').split('|');
       if (header.length !== EXTRACT_COLUMNS || header[0] !== FIRST_HEADER) {
         throw new ExtractImportError(
           `line 1 is not the Extraction_Correspondance_MSSante header (${header.length} columns, ` +
@@ -141,39 +150,128 @@ export async function importExtract(
         );
       }
       sawHeader = true;
-      continue;
+      return undefined;
     }
-    if (text === '') continue; // a trailing empty line
+    if (bytes.length === 0) return undefined; // a trailing empty line
     report.lines++;
-    if (text === undefined) {
+    if (!isUtf8(bytes)) {
       reject(lineNo, 'not valid UTF-8');
-      continue;
+      return undefined;
     }
-    const parsed = parseExtractLine(text, lineNo, checkDigit);
+    const parsed = parseExtractLine(decoder.decode(bytes), lineNo, checkDigit);
     if ('reason' in parsed) {
       reject(lineNo, parsed.reason);
-      continue;
+      return undefined;
     }
     if (parsed.warning !== undefined) warn(lineNo, parsed.warning);
-    parsed.row.hash = createHash('sha1').update(bytes).digest('base64');
+    parsed.row.hash = hash('sha1', bytes, 'base64');
     batch.push(parsed.row);
-    if (batch.length >= batchSize) await flush();
+    return batch.length >= batchSize ? flush() : undefined;
+  };
+
+  let finished: { retiredMailboxes: number };
+  try {
+    await forEachLine(source, read, onLine);
+    if (!sawHeader) throw new ExtractImportError('the file is empty: no header line');
+    await flush();
+    finished = await store.finishImport(importId, {
+      retire: options.retireMissing ?? true,
+      summary: JSON.stringify({
+        lines: report.lines,
+        inserted: report.inserted,
+        updated: report.updated,
+        unchanged: report.unchanged,
+        rejected: report.rejectedCount,
+      }),
+    });
+  } catch (err) {
+    // Release the lock; the batches written stay (the next import sees them as unchanged lines).
+    try {
+      await store.failImport(importId, `after ${report.lines} lines: ${(err as Error).message}`);
+    } catch (failErr) {
+      throw new AggregateError(
+        [err, failErr],
+        `import ${importId} failed and its lock could not be released`,
+        {
+          cause: failErr,
+        },
+      );
+    }
+    throw err;
   }
-  if (!sawHeader) throw new ExtractImportError('the file is empty: no header line');
-  await flush();
-  const finished = await store.finishImport(importId, {
-    retire: options.retireMissing ?? true,
-    summary: JSON.stringify({
-      lines: report.lines,
-      inserted: report.inserted,
-      updated: report.updated,
-      unchanged: report.unchanged,
-      rejected: report.rejectedCount,
-    }),
-  });
   report.retiredMailboxes = finished.retiredMailboxes;
   report.durationMs = Math.round(performance.now() - started);
   return report;
+}
+
+/** Bytes per read of a file (one buffer, reused). */
+const READ_SIZE = 1 << 20;
+
+/**
+ * Calls `onLine` for each line (LF-separated, a CR before the LF dropped, the last line without LF
+ * included) of a file or byte stream, awaiting it only when it returns a promise. The bytes given
+ * are only valid during the call. A file is read into one reused 1 MiB buffer (grown only for a
+ * longer line), so reading allocates nothing per chunk. `read.bytes` counts the bytes read.
+ */
+async function forEachLine(
+  source: Source,
+  read: { bytes: number },
+  onLine: (bytes: Uint8Array, lineNo: number) => Promise<void> | undefined,
+): Promise<void> {
+  let lineNo = 0;
+  const emit = (raw: Uint8Array) =>
+    onLine(raw.length > 0 && raw[raw.length - 1] === 0x0d ? raw.subarray(0, raw.length - 1) : raw, ++lineNo);
+  if (typeof source !== 'string') {
+    let carry: Uint8Array | undefined;
+    for await (const chunk of source) {
+      read.bytes += chunk.length;
+      let start = 0;
+      for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
+        let raw = chunk.subarray(start, nl);
+        if (carry !== undefined) {
+          raw = Buffer.concat([carry, raw]);
+          carry = undefined;
+        }
+        const pending = emit(raw);
+        if (pending !== undefined) await pending;
+        start = nl + 1;
+      }
+      if (start < chunk.length) {
+        const rest = chunk.subarray(start);
+        // Copy: the stream may reuse its buffer.
+        carry = carry === undefined ? Uint8Array.from(rest) : Buffer.concat([carry, rest]);
+      }
+    }
+    if (carry !== undefined && carry.length > 0) await emit(carry);
+    return;
+  }
+  const file = await open(source, 'r');
+  try {
+    let buf = Buffer.allocUnsafe(READ_SIZE);
+    let filled = 0; // bytes of a partial line kept at the start of buf
+    for (;;) {
+      if (filled === buf.length) {
+        const bigger = Buffer.allocUnsafe(buf.length * 2);
+        buf.copy(bigger, 0, 0, filled);
+        buf = bigger;
+      }
+      const { bytesRead } = await file.read(buf, filled, buf.length - filled, null);
+      if (bytesRead === 0) break;
+      read.bytes += bytesRead;
+      const view = buf.subarray(0, filled + bytesRead);
+      let start = 0;
+      for (let nl = view.indexOf(0x0a); nl !== -1; nl = view.indexOf(0x0a, start)) {
+        const pending = emit(view.subarray(start, nl));
+        if (pending !== undefined) await pending;
+        start = nl + 1;
+      }
+      filled = view.length - start;
+      buf.copy(buf, 0, start, view.length);
+    }
+    if (filled > 0) await emit(buf.subarray(0, filled));
+  } finally {
+    await file.close();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

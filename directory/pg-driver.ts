@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Row, SqlDriver, SqlExecutor, SqlValue } from './sql.ts';
+import { toColumns, type Row, type SqlDriver, type SqlExecutor, type SqlValue } from './sql.ts';
 
 export interface PostgresOptions {
   /** e.g. `postgres://postgres@127.0.0.1:5432/courrier`. */
@@ -35,9 +35,14 @@ function toPg(sql: string): string {
 
 function executor(q: (text: string, values: readonly SqlValue[]) => Promise<pg.QueryResult>): SqlExecutor {
   return {
+    dialect: 'postgres',
     all: async (sql, params = []) => (await q(toPg(sql), params)).rows as Row[],
     get: async (sql, params = []) => (await q(toPg(sql), params)).rows[0] as Row | undefined,
     run: async (sql, params = []) => (await q(toPg(sql), params)).rowCount ?? 0,
+    runBatch: async (sql, params, rows) =>
+      rows.length === 0 ? 0 : ((await q(toPg(sql), [...params, ...toColumns(rows)])).rowCount ?? 0),
+    allBatch: async (sql, params, rows) =>
+      rows.length === 0 ? [] : ((await q(toPg(sql), [...params, ...toColumns(rows)])).rows as Row[]),
   };
 }
 
@@ -62,7 +67,6 @@ export async function openPostgresDriver(options: PostgresOptions): Promise<SqlD
   const query = (text: string, values: readonly SqlValue[]) => pool.query(text, values as unknown[]);
   return {
     ...executor(query),
-    dialect: 'postgres',
     async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
       const client = await pool.connect();
       try {
