@@ -12,11 +12,14 @@ export {
 export {
   openSqliteDirectory,
   openPostgresDirectory,
+  ImportLockError,
+  IMPORT_STALE_AFTER_MS,
   type BatchResult,
   type DirectoryCounts,
   type DirectoryStore,
   type DirectoryStoreOptions,
   type ExtractRow,
+  type ImportRecord,
 } from './directory-store.ts';
 export { type PostgresOptions } from './pg-driver.ts';
 export {

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,7 @@ import {
   openMailboxStore,
   openPostgresDirectory,
   openSqliteDirectory,
+  ImportLockError,
   type DirectoryStore,
   type MailboxStore,
 } from '../directory/index.ts';
@@ -21,6 +22,7 @@ const SAMPLE = fileURLToPath(
 );
 const WHITELIST = fileURLToPath(new URL('../../shared/fixtures/listeblanche_sample.xml', import.meta.url));
 const GENERATOR = fileURLToPath(new URL('../../shared/tools/gen-directory.mjs', import.meta.url));
+const INDEX = fileURLToPath(new URL('../directory/index.ts', import.meta.url));
 const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 let dir: string;
@@ -47,6 +49,8 @@ function generate(n: number, seed: number): string {
 interface Backend {
   name: string;
   open(hosted?: MailboxStore): Promise<DirectoryStore>;
+  /** A JS expression opening the same store in another process (with directory/index.ts imported as d). */
+  openInChild(): string;
   cleanup(): Promise<void>;
 }
 
@@ -58,6 +62,7 @@ function sqliteBackend(): Backend {
       file ||= join(dir, `dir-${randomBytes(4).toString('hex')}.sqlite`);
       return openSqliteDirectory(file, hosted ? { hostedMailboxes: hosted } : {});
     },
+    openInChild: () => `d.openSqliteDirectory(${JSON.stringify(file)})`,
     cleanup: async () => {
       file = '';
     },
@@ -75,6 +80,8 @@ function postgresBackend(): Backend {
         hosted ? { hostedMailboxes: hosted } : {},
       );
     },
+    openInChild: () =>
+      `d.openPostgresDirectory(${JSON.stringify({ connectionString: PG_URL, schema, maxConnections: 1 })})`,
     async cleanup() {
       if (schema === '') return;
       const client = new pg.Client({ connectionString: PG_URL });
@@ -575,5 +582,118 @@ describe('directory beside the hosted-mailbox store (one SQLite file)', () => {
       hosted.close();
       await store.close();
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Import lock: one import at a time per store, across connections and processes.
+
+/**
+ * Runs beginImport in a separate Node process on the same store (at `startAt`, ms since the epoch,
+ * once the store is open, so that several children race); resolves with what it printed.
+ */
+function beginImportInChild(backend: Backend, kind: string, startAt = 0): Promise<string> {
+  const script = `
+    import * as d from ${JSON.stringify(INDEX)};
+    const store = await ${backend.openInChild()};
+    await new Promise((r) => setTimeout(r, ${startAt} - Date.now()));
+    try { console.log('began ' + (await store.beginImport(${JSON.stringify(kind)}))); }
+    catch (err) { console.log(err.name + ': ' + err.message); }
+    finally { await store.close(); }`;
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--input-type=module', '-e', script], (err, stdout, stderr) => {
+      if (err) reject(new Error(`child failed: ${stderr}`, { cause: err }));
+      else resolve(stdout.trim());
+    });
+  });
+}
+
+/** The header and the first `lines` lines of the sample, then the stream breaks. */
+async function* brokenStream(lines: number): AsyncIterable<Uint8Array> {
+  yield Buffer.from(
+    `${sampleLines()
+      .slice(0, lines + 1)
+      .join('\n')}\n`,
+  );
+  throw new Error('connection reset by peer');
+}
+
+describe.each([sqliteBackend(), postgresBackend()])('import lock on $name', (backend) => {
+  let store: DirectoryStore;
+  beforeEach(async () => {
+    store = await backend.open();
+  });
+  afterEach(async () => {
+    await store.close();
+    await backend.cleanup();
+  });
+
+  it('refuses a second import while the first holds the lock, naming the holder and since when', async () => {
+    const first = await store.beginImport('rpps');
+    const held = /import \d+ \(rpps\) is running, held by [^:]+:\d+:[0-9a-f]{8} since \d{4}-\d\d-\d\dT/;
+    await expect(importExtract(store, SAMPLE)).rejects.toThrow(ImportLockError);
+    await expect(importExtract(store, SAMPLE)).rejects.toThrow(held);
+    // Another connection to the same store, and another process.
+    const other = await backend.open();
+    try {
+      await expect(importExtract(other, SAMPLE)).rejects.toThrow(held);
+      expect(await beginImportInChild(backend, 'extract-mssante')).toMatch(
+        new RegExp(`^ImportLockError: cannot start the extract-mssante import: ${held.source}`),
+      );
+      expect((await store.counts()).mailboxes).toBe(0);
+      expect((await store.listImports()).map((i) => [i.id, i.state])).toEqual([[first, 'running']]);
+
+      await store.finishImport(first, { retire: false, summary: '{}' });
+      expect(await importExtract(other, SAMPLE)).toMatchObject({ inserted: 40 });
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('lets exactly one of several processes starting together take the lock', async () => {
+    // Each child opens the store, then all call beginImport at the same moment.
+    const startAt = Date.now() + 2500;
+    const results = await Promise.all(
+      [1, 2, 3].map(() => beginImportInChild(backend, 'extract-mssante', startAt)),
+    );
+    expect(results.filter((r) => /^began \d+$/.test(r))).toHaveLength(1);
+    expect(results.filter((r) => r.startsWith('ImportLockError: cannot start'))).toHaveLength(2);
+    expect((await store.listImports()).filter((i) => i.state === 'running')).toHaveLength(1);
+  });
+
+  it('takes over a stale lock: the dead import is marked failed and can no longer write or retire', async () => {
+    await importExtract(store, SAMPLE);
+    const dead = await store.beginImport('extract-mssante');
+    // staleLockMs 0: any heartbeat is stale (the default is 10 minutes).
+    const report = await importExtract(store, SAMPLE, { staleLockMs: 0 });
+    expect(report).toMatchObject({ unchanged: 40, retiredMailboxes: 0 });
+    const [latest, old] = await store.listImports();
+    expect(latest).toMatchObject({ id: report.importId, state: 'finished' });
+    expect(old).toMatchObject({ id: dead, state: 'failed' });
+    expect(JSON.parse(old!.summary!).failed).toMatch(
+      new RegExp(
+        `^stale: no heartbeat since \\d{4}-.* from ${old!.holder}; lock taken over by ${latest!.holder}$`,
+      ),
+    );
+    await expect(store.applyExtractBatch(dead, [])).rejects.toThrow(
+      /import \d+ no longer holds the import lock/,
+    );
+    await expect(store.heartbeatImport(dead)).rejects.toThrow(ImportLockError);
+    await expect(store.finishImport(dead, { retire: true, summary: '{}' })).rejects.toThrow(ImportLockError);
+    expect((await store.counts()).liveMailboxes).toBe(40);
+  });
+
+  it('an import that fails part-way is marked failed, releases the lock and retires nothing', async () => {
+    await importExtract(store, SAMPLE);
+    await expect(importExtract(store, brokenStream(10), { batchSize: 4 })).rejects.toThrow(
+      'connection reset by peer',
+    );
+    const [failed] = await store.listImports();
+    expect(failed).toMatchObject({ state: 'failed' });
+    expect(JSON.parse(failed!.summary!)).toEqual({ failed: 'after 10 lines: connection reset by peer' });
+    expect((await store.counts()).liveMailboxes).toBe(40);
+    // The lock is free: a complete smaller file imports and retires what it no longer lists.
+    const next = await importExtract(store, writeExtract('first-ten.txt', sampleLines().slice(0, 11)));
+    expect(next).toMatchObject({ unchanged: 10, retiredMailboxes: 30 });
   });
 });
