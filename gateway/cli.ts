@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=16
 /**
  * `courrier`: the admin's entry point. `courrier serve` runs the gateway; the other commands work
  * on the same data folder and Redis, so they can be used while a gateway runs.
