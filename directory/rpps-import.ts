@@ -107,7 +107,10 @@ export class RppsImportError extends Error {
 }
 
 /** What the import needs of the directory store. */
-export type ActivityImportTarget = Pick<DirectoryStore, 'beginImport' | 'finishImport'> &
+export type ActivityImportTarget = Pick<
+  DirectoryStore,
+  'beginImport' | 'heartbeatImport' | 'finishImport' | 'failImport'
+> &
   Pick<ActivityMethods, 'applyActivityBatch' | 'retireActivities'>;
 
 const headerKey = (name: string) => name.normalize('NFC').replace(/[’‘]/g, "'").trim().toLowerCase();
@@ -179,7 +182,12 @@ export async function importPersonActivity(
     input = createReadStream(source, { highWaterMark: 1 << 20 });
   } else input = source;
 
-  const importId = await store.beginImport('rpps');
+  // The store's import lock (one import at a time): refreshed after each batch, released by
+  // finishImport or failImport.
+  const importId = await store.beginImport(
+    'rpps',
+    options.staleLockMs === undefined ? {} : { staleAfterMs: options.staleLockMs },
+  );
   const report: ActivityImportReport = {
     importId,
     lines: 0,
@@ -222,6 +230,7 @@ export async function importPersonActivity(
       report.unchanged += r.unchanged;
       for (const x of r.rejected) reject(x.line, x.reason);
       batch = [];
+      await store.heartbeatImport(importId);
       const progress: ImportProgress = {
         bytes: reader.bytes,
         lines: report.lines,
@@ -257,14 +266,15 @@ export async function importPersonActivity(
     if (columns === undefined) throw new RppsImportError(`${where} is empty: no header line`);
     await flush();
     // Only after a complete read: a failed import retires nothing. Activities are retired here and
-    // not by finishImport's `retire`, which is about the mailbox extract's links.
-    if (options.retireMissing ?? true) report.retiredActivities = await store.retireActivities(importId);
+    // not by finishImport's `retire`, which is about the mailbox extract's links. The heartbeat
+    // first: an import whose lock was taken over as stale must not retire what the other wrote.
+    if (options.retireMissing ?? true) {
+      await store.heartbeatImport(importId);
+      report.retiredActivities = await store.retireActivities(importId);
+    }
   } catch (err) {
     try {
-      await store.finishImport(importId, {
-        retire: false,
-        summary: summary({ failed: (err as Error).message }),
-      });
+      await store.failImport(importId, (err as Error).message);
     } catch (finishErr) {
       throw new AggregateError([err, finishErr], `import ${importId} failed and could not be closed`, {
         cause: finishErr,

@@ -526,13 +526,28 @@ describe.each([sqliteBackend(), postgresBackend()])('RPPS activity import on $na
     await expect(importPersonActivity(store, chunks(bytes, 4096, 8192), { batchSize: 10 })).rejects.toThrow(
       'connection reset while downloading',
     );
-    // The lines read were stored; nothing was retired.
+    // Marked failed with the reason, lock released; the lines read were stored, nothing was retired.
+    expect((await store.listImports(1))[0]).toMatchObject({
+      kind: 'rpps',
+      state: 'failed',
+      summary: JSON.stringify({ failed: 'connection reset while downloading' }),
+    });
     expect(await store.activitiesOf('810000000001')).toHaveLength(2);
     expect(await store.activitiesOf('810000000002')).toHaveLength(1);
     // The lock is free again; this complete import retires what the broken one left behind.
     const next = await importPersonActivity(store, writeLines('v1-again.txt', v1Lines()));
     expect(next).toMatchObject({ unchanged: 4, inserted: 0 });
     expect(next.retiredActivities).toBeGreaterThan(10);
+  });
+
+  it('waits its turn: refused while another import holds the lock, nothing written', async () => {
+    const other = await store.beginImport('extract-mssante');
+    await expect(importPersonActivity(store, writeLines('v1.txt', v1Lines()))).rejects.toThrow(
+      /cannot start the rpps import: import \d+ \(extract-mssante\) is running/,
+    );
+    expect(await store.counts()).toMatchObject({ professionals: 0 });
+    await store.failImport(other, 'test');
+    expect(await importPersonActivity(store, writeLines('v1.txt', v1Lines()))).toMatchObject({ inserted: 4 });
   });
 
   it('leaves the mailbox extract alone (its mailboxes stay live) and shares the structures', async () => {
