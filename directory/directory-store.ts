@@ -772,6 +772,7 @@ const LINK_KEY: BatchColumns = [
   ['address', 'text'],
   ['structure_key', 'text'],
 ];
+const TOUCH_COLUMNS: BatchColumns = [...LINK_KEY, ['row_hash', 'text']];
 const LINK_COLUMNS: BatchColumns = [
   ...LINK_KEY,
   ...(
@@ -820,6 +821,19 @@ function batchStatements(dialect: SqlExecutor['dialect']) {
   };
   const now: [string, string] = ['updated_at', 'CAST(? AS BIGINT)'];
   return {
+    // The daily re-import's common case: the same line (same hash, live), only marked as seen by
+    // this import. Returns the keys it marked.
+    touch:
+      dialect === 'sqlite'
+        ? `UPDATE dir_mailbox_links SET last_import = ?
+           WHERE address = ? AND structure_key = ? AND row_hash = ? AND retired_at IS NULL
+           RETURNING address, structure_key`
+        : `UPDATE dir_mailbox_links AS l SET last_import = CAST(? AS BIGINT)
+           FROM ${unnestTable(TOUCH_COLUMNS, 'k')}
+           WHERE l.address = k.address AND l.structure_key = k.structure_key AND l.row_hash = k.row_hash
+             AND l.retired_at IS NULL
+           RETURNING l.address, l.structure_key`,
+    // What is stored for the other keys.
     known:
       dialect === 'sqlite'
         ? `SELECT address, structure_key, row_hash, last_import, retired_at FROM dir_mailbox_links
@@ -827,11 +841,6 @@ function batchStatements(dialect: SqlExecutor['dialect']) {
         : `SELECT l.address, l.structure_key, l.row_hash, l.last_import, l.retired_at
            FROM ${unnestTable(LINK_KEY, 'k')}
            JOIN dir_mailbox_links l ON l.address = k.address AND l.structure_key = k.structure_key`,
-    markSeen:
-      dialect === 'sqlite'
-        ? 'UPDATE dir_mailbox_links SET last_import = ? WHERE address = ? AND structure_key = ?'
-        : `UPDATE dir_mailbox_links SET last_import = ? FROM ${unnestTable(LINK_KEY, 'k')}
-           WHERE dir_mailbox_links.address = k.address AND dir_mailbox_links.structure_key = k.structure_key`,
     professionals: `${insert('dir_professionals', [now], PROFESSIONAL_BATCH_COLUMNS)}
       ON CONFLICT (national_id) DO UPDATE SET civility = excluded.civility, last_name = excluded.last_name,
         first_name = excluded.first_name, name_norm = excluded.name_norm,
@@ -857,10 +866,10 @@ function batchStatements(dialect: SqlExecutor['dialect']) {
 const STATEMENTS = { sqlite: batchStatements('sqlite'), postgres: batchStatements('postgres') };
 
 /**
- * Writes a batch of extract lines with one batch statement per step (see batchTable in sql.ts: one
- * round trip each on PostgreSQL): read what is stored for the batch's (address, structure) keys,
- * mark the unchanged lines seen, then upsert the new and changed lines' professionals, structures,
- * mailboxes and links.
+ * Writes a batch of extract lines with one batch statement per step (runBatch in sql.ts: one round
+ * trip each on PostgreSQL): mark the unchanged lines seen while reading what is stored for the
+ * batch's (address, structure) keys, then upsert the new and changed lines' professionals,
+ * structures, mailboxes and links.
  */
 async function applyBatch(
   tx: SqlExecutor,
@@ -872,16 +881,29 @@ async function applyBatch(
   const now = Date.now();
   const keyOf = (r: ExtractRow) => `${r.address}|${r.structure?.key ?? ''}`; // '|' is in no field
 
-  /** Hash and import of each key: as stored, then as this batch leaves it. */
+  /** Hash and import of each key: as stored (after the touch), then as this batch leaves it. */
   const known = new Map<string, { hash: string; lastImport: number; live: boolean } | null>();
   const keys: BatchRow[] = [];
   for (const r of rows) {
     const key = keyOf(r);
     if (known.has(key)) continue;
     known.set(key, null);
-    keys.push([r.address, r.structure?.key ?? '']);
+    keys.push([r.address, r.structure?.key ?? '', r.hash]);
   }
-  for (const e of await tx.allBatch(sql.known, [], keys)) {
+  for (const e of await tx.allBatch(sql.touch, [importId], keys)) {
+    known.set(`${String(e.address)}|${String(e.structure_key)}`, {
+      hash: '',
+      lastImport: importId,
+      live: true,
+    });
+  }
+  const rest: BatchRow[] = [];
+  for (const [address, structureKey, hash] of keys) {
+    const touched = known.get(`${address}|${structureKey}`);
+    if (touched) touched.hash = String(hash);
+    else rest.push([address!, structureKey!]);
+  }
+  for (const e of await tx.allBatch(sql.known, [], rest)) {
     known.set(`${String(e.address)}|${String(e.structure_key)}`, {
       hash: String(e.row_hash),
       lastImport: Number(e.last_import),
@@ -889,7 +911,6 @@ async function applyBatch(
     });
   }
 
-  const seen: BatchRow[] = [];
   const links: BatchRow[] = [];
   // Last line wins for a person or a mailbox given on several lines, as line-by-line upserts would.
   const professionals = new Map<string, Professional>();
@@ -900,11 +921,7 @@ async function applyBatch(
     const existing = known.get(key);
     const structureKey = r.structure?.key ?? '';
     if (existing && existing.live && existing.hash === r.hash) {
-      // The common case of a daily re-import: the same line, only marked as seen.
-      if (existing.lastImport !== importId) {
-        seen.push([r.address, structureKey]);
-        existing.lastImport = importId;
-      }
+      // The common case of a daily re-import: the same line, already marked seen by the touch.
       result.unchanged++;
       continue;
     }
@@ -950,7 +967,6 @@ async function applyBatch(
       r.hash,
     ]);
   }
-  await tx.runBatch(sql.markSeen, [importId], seen);
   // Parents first: dir_mailboxes.national_id and dir_mailbox_links.address are foreign keys.
   await upsertProfessionals(tx, [...professionals.values()], now);
   await tx.runBatch(
