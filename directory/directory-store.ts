@@ -878,6 +878,15 @@ async function applyBatch(
 ): Promise<BatchResult> {
   const result: BatchResult = { inserted: 0, updated: 0, unchanged: 0, rejected: [] };
   const sql = STATEMENTS[tx.dialect];
+  if (tx.dialect === 'postgres') {
+    // For this transaction only: look each of the batch's keys up in the primary key. With the
+    // statistics of a table that the import is filling, the planner otherwise scans the whole table
+    // for every batch, by a hash join or as the outer side of a nested loop (535 000 lines: 121 s).
+    await tx.get(
+      "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), " +
+        "set_config('enable_seqscan', 'off', true)",
+    );
+  }
   const now = Date.now();
   const keyOf = (r: ExtractRow) => `${r.address}|${r.structure?.key ?? ''}`; // '|' is in no field
 
