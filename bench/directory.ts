@@ -29,8 +29,8 @@ import {
   type DirectoryStore,
 } from '../directory/index.ts';
 
-// V8's default young generation grows to 2 × 64 MiB on this machine (2 × 16 MiB before V8 11):
-// alone it took the import over 300 MB RSS. The CLI caps it at Node's former default.
+// V8's default young generation grows to 2 × 64 MiB on this machine: alone it took the import
+// over 300 MB RSS. The CLI caps each semi-space at 16 MiB (docs/directory.md, Bench).
 const CLI_V8_FLAG = '--max-semi-space-size=16';
 if (!process.execArgv.includes(CLI_V8_FLAG) && !(process.env.NODE_OPTIONS ?? '').includes(CLI_V8_FLAG)) {
   const run = spawnSync(
