@@ -81,7 +81,7 @@ function expected(err: unknown): unknown {
     err instanceof ExtractImportError ||
     err instanceof MailboxError ||
     err instanceof StartupError ||
-    (err instanceof Error && err.name === 'RppsImportError')
+    (err instanceof Error && (err.name === 'RppsImportError' || err.name === 'ImportLockError'))
   ) {
     return new CliError(err.message, { cause: err });
   }
