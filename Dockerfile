@@ -29,6 +29,8 @@ EXPOSE 2587 2525
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
   CMD node -e "const s=require('net').connect(2587,'127.0.0.1');s.once('data',d=>process.exit(/^220 /.test(d)?0:1));s.once('error',()=>process.exit(1))"
 STOPSIGNAL SIGTERM
-# --max-semi-space-size=16: as the shebang of gateway/cli.ts (directory import memory, docs/directory.md).
-ENTRYPOINT ["node", "--max-semi-space-size=16", "gateway/cli.ts"]
+# --max-semi-space-size=16: as the shebang of gateway/cli.ts (directory import memory, docs/directory.md);
+# through NODE_OPTIONS so that `docker compose exec courrier node gateway/cli.ts ...` gets it too.
+ENV NODE_OPTIONS=--max-semi-space-size=16
+ENTRYPOINT ["node", "gateway/cli.ts"]
 CMD ["serve"]
