@@ -99,6 +99,14 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
   const logger = overrides.logger ?? createLogger(config.log.level);
   const paths = await ensureDataDir(config, logger);
   const spool = await openSpool(paths.spoolDir);
+  // Read before anything is opened or listening: a missing file then leaves nothing behind.
+  const tls = {
+    key: fs.readFileSync(paths.tls.keyFile, 'utf8'),
+    cert: fs.readFileSync(paths.tls.certFile, 'utf8'),
+    ca: fs.readFileSync(paths.tls.caFile, 'utf8'),
+    clientCert: fs.readFileSync(paths.tls.clientCertFile, 'utf8'),
+    clientKey: fs.readFileSync(paths.tls.clientKeyFile, 'utf8'),
+  };
   const mailboxes = openMailboxStore(paths.directoryFile);
   let directory: DirectoryStore;
   try {
@@ -133,13 +141,6 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     );
   }
   const queue = openDeliveryQueue({ redisUrl: config.redis.url, prefix: config.redis.prefix });
-  const tls = {
-    key: fs.readFileSync(paths.tls.keyFile, 'utf8'),
-    cert: fs.readFileSync(paths.tls.certFile, 'utf8'),
-    ca: fs.readFileSync(paths.tls.caFile, 'utf8'),
-    clientCert: fs.readFileSync(paths.tls.clientCertFile, 'utf8'),
-    clientKey: fs.readFileSync(paths.tls.clientKeyFile, 'utf8'),
-  };
 
   const deliverer =
     overrides.deliverer ??

@@ -180,7 +180,21 @@ async function answer(store: DirectoryStore, route: Route, params: URLSearchPara
       const expansion = await store.expandTeam(route.id, profession(params));
       if (team === undefined || expansion === undefined)
         throw new HttpProblem(404, 'not-found', `no team ${route.id}`);
-      return { ...team, recipients: expansion.recipients, unreachable: expansion.unreachable };
+      // A professional member may be reached through a liste rouge mailbox: the gateway delivers to
+      // it, but this endpoint never tells its address (as for search and professionals/<id>).
+      const recipients: typeof expansion.recipients = [];
+      let hiddenRecipients = 0;
+      for (const r of expansion.recipients) {
+        if ((await store.resolveAddress(r.address))?.hidden === true) hiddenRecipients++;
+        else recipients.push(r);
+      }
+      const hiddenAddresses = new Set(
+        expansion.recipients.filter((r) => !recipients.includes(r)).map((r) => r.address),
+      );
+      const members = team.members.filter(
+        (m) => m.kind !== 'mailbox' || !hiddenAddresses.has(m.address.toLowerCase()),
+      );
+      return { ...team, members, recipients, hiddenRecipients, unreachable: expansion.unreachable };
     }
   }
 }

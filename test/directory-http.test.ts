@@ -142,6 +142,29 @@ describe('directory HTTP endpoint', () => {
     expect(m.body).toMatchObject({ address: 'elodie.roux1@infirmier.mssante.fr', hidden: true });
   });
 
+  it('never tells a hidden address through a team, by professional or by mailbox member', async () => {
+    await store.saveTeam({ id: 'esp-rouge', kind: 'ESP', name: 'ESP avec liste rouge' });
+    await store.addTeamMember('esp-rouge', { kind: 'professional', nationalId: '819990000001' });
+    await store.addTeamMember('esp-rouge', { kind: 'mailbox', address: 'elodie.roux1@infirmier.mssante.fr' });
+    await store.addTeamMember('esp-rouge', { kind: 'professional', nationalId: '819990000004' });
+    // The store still expands to the hidden mailbox: the gateway must deliver to it.
+    const expansion = await store.expandTeam('esp-rouge');
+    expect(expansion?.recipients.map((r) => r.address)).toContain('elodie.roux1@infirmier.mssante.fr');
+    const t = await get(port, '/directory/teams/esp-rouge');
+    expect(t.status).toBe(200);
+    expect(JSON.stringify(t.body)).not.toContain('elodie.roux1');
+    expect(t.body.hiddenRecipients).toBe(1);
+    expect((t.body.recipients as { address: string }[]).map((r) => r.address)).toEqual([
+      'maelle.michel4@ch-exemple.mssante.fr',
+    ]);
+    expect(
+      (t.body.members as { kind: string; nationalId?: string }[]).map((m) => [m.kind, m.nationalId]),
+    ).toEqual([
+      ['professional', '819990000001'],
+      ['professional', '819990000004'],
+    ]);
+  });
+
   it('answers a mailbox with its keys, a professional, a team', async () => {
     const m = await get(port, '/directory/mailboxes/Maelle.Michel4%40CH-EXEMPLE.mssante.fr');
     expect(m.status).toBe(200);
