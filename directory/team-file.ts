@@ -199,7 +199,14 @@ const MEMBER_KEYS = new Set(['nationalId', 'mailbox', 'role', 'profession']);
 function parseYaml(text: string): { teams: TeamSpec[]; problems: TeamFileProblem[] } {
   const c = new Collector();
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  // Failsafe schema: every scalar is text, so an unquoted ADELI id (`0341234567`) keeps its
+  // leading zero and a profession code (`10`) is not a number.
+  const doc = parseDocument(text, {
+    lineCounter: lines,
+    prettyErrors: false,
+    uniqueKeys: true,
+    schema: 'failsafe',
+  });
   if (doc.errors.length > 0) {
     for (const e of doc.errors) c.problem(lines.linePos(e.pos[0]).line, `YAML syntax error: ${e.message}`);
     return c;

@@ -50,9 +50,13 @@ type ImportFormat = 'extract' | 'whitelist' | 'rpps';
 
 /** The format of a directory file from its first bytes (BOM and leading blanks ignored). */
 export function detectImportFormat(head: string): ImportFormat | undefined {
-  const text = head.replace(/^\uFEFF/, '');
-  if (text.startsWith('Type de BAL|')) return 'extract';
-  if (text.startsWith("Type d'identifiant PP|")) return 'rpps';
+  // Case and typographic apostrophes vary between publications; the importers accept both.
+  const text = head
+    .replace(/^\uFEFF/, '')
+    .replace(/[\u2019\u02bc]/g, "'")
+    .toLowerCase();
+  if (text.startsWith('type de bal|')) return 'extract';
+  if (text.startsWith("type d'identifiant pp|")) return 'rpps';
   if (text.trimStart().startsWith('<')) return 'whitelist';
   return undefined;
 }

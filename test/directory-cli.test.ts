@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import * as openpgp from 'openpgp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCertificate } from '../crypto/dev-pki.ts';
+import { detectImportFormat } from '../gateway/directory-cli.ts';
 import { writeConfig } from './helpers/gateway-process.ts';
 import { writeActivityFile } from './helpers/rpps-fixture.ts';
 import { testPki } from './helpers/pki.ts';
@@ -413,5 +414,15 @@ describe('config', () => {
     expect(r.stdout).toContain('token: "[redacted]"');
     expect(r.stdout).not.toContain('s3cret-pw');
     expect(r.stdout).not.toContain('a-very-long-secret-token');
+  });
+});
+
+describe('directory import format detection', () => {
+  it('reads the format from the first line, whatever the case, BOM or apostrophe', () => {
+    expect(detectImportFormat("Type de BAL|Type d'identifiant PP|...")).toBe('extract');
+    expect(detectImportFormat("\uFEFFType d'identifiant PP|Identifiant PP|")).toBe('rpps');
+    expect(detectImportFormat('TYPE D\u2019IDENTIFIANT PP|Identifiant PP|')).toBe('rpps');
+    expect(detectImportFormat('  <?xml version="1.0"?><ListeBlanche>')).toBe('whitelist');
+    expect(detectImportFormat('nom;prenom\n')).toBeUndefined();
   });
 });

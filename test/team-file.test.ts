@@ -94,6 +94,17 @@ describe('parseTeamFile', () => {
     ]);
   });
 
+  it('reads unquoted ids and codes as text (an ADELI id keeps its leading zero)', () => {
+    const text =
+      'teams:\n  - id: esp-1\n    kind: ESP\n    name: ESP 1\n    members:\n      - { nationalId: 0341234567, profession: 60 }\n      - nationalId: 819990000004\n';
+    const { teams, problems } = parseTeamFile(text, 'yaml');
+    expect(problems).toEqual([]);
+    expect(teams[0]?.members).toEqual([
+      { kind: 'professional', nationalId: '0341234567', professionCode: '60' },
+      { kind: 'professional', nationalId: '819990000004' },
+    ]);
+  });
+
   it('reads the CSV layout (quotes, CRLF) to the same teams, structure aside', () => {
     const csv = parseTeamFile(CSV_TEAMS, 'csv');
     expect(csv.problems).toEqual([]);
