@@ -29,6 +29,11 @@ import { toNationalId } from './normalise.ts';
 
 export interface TeamSpec extends Team {
   members: TeamMember[];
+  /**
+   * The file cannot say which structure carries the team (the CSV layout has no such column): the
+   * stored one is kept instead of being cleared.
+   */
+  keepStructure?: boolean;
 }
 
 export interface TeamFileProblem {
@@ -467,7 +472,7 @@ function parseCsv(text: string): { teams: TeamSpec[]; problems: TeamFileProblem[
 
     let entry = byId.get(id.value);
     if (entry === undefined) {
-      const team: TeamSpec = { id: id.value, kind: kind.value, name, members: [] };
+      const team: TeamSpec = { id: id.value, kind: kind.value, name, members: [], keepStructure: true };
       if (address !== undefined && 'value' in address) team.address = address.value;
       if (!c.addTeam(team, line)) continue;
       entry = { team, line };
@@ -561,7 +566,8 @@ export async function applyTeamFile(
   }
   for (const spec of teams) {
     const before = befores.get(spec.id);
-    const { members, ...team } = spec;
+    const { members, keepStructure, ...team } = spec;
+    if (keepStructure === true && before?.structureKey !== undefined) team.structureKey = before.structureKey;
     await store.saveTeam(team);
     const existing = new Map((before?.members ?? []).map((m) => [memberKey(m), m]));
     const wanted = new Set(members.map(memberKey));
@@ -585,7 +591,7 @@ export async function applyTeamFile(
       before.kind !== spec.kind ||
       before.name !== spec.name ||
       before.address !== spec.address ||
-      before.structureKey !== spec.structureKey
+      before.structureKey !== team.structureKey
     )
       report.teamsUpdated.push(spec.id);
     else report.teamsUnchanged++;
