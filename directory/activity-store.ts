@@ -22,37 +22,30 @@ export interface ActivityRow {
 }
 
 export interface ActivityMethods {
-  /** Import primitive (rpps-import.ts): one transaction per batch. */
-  applyActivityBatch(importId: number, rows: readonly ActivityRow[]): Promise<BatchResult>;
   /**
-   * Retires (marks, never deletes) the activities not seen by import `importId`; call only after a
-   * complete import. Returns the number of activities retired (person-only lines not counted).
+   * Import primitive (rpps-import.ts): one transaction per batch, which first refreshes the import
+   * lock's heartbeat (ImportLockError, nothing written, if the lock was taken over as stale).
+   * Retirement is done by `finishImport(id, { retire: 'activities' })`, in the transaction that
+   * releases the lock.
    */
-  retireActivities(importId: number): Promise<number>;
+  applyActivityBatch(importId: number, rows: readonly ActivityRow[]): Promise<BatchResult>;
   /** A professional's live activities (all with `includeRetired`), with their structure when known. */
   activitiesOf(nationalId: string, opts?: { includeRetired?: boolean }): Promise<Activity[]>;
 }
 
-export function activityMethods(driver: SqlDriver): ActivityMethods {
+/**
+ * `heartbeat` refreshes the import lock in the caller's transaction and throws an ImportLockError
+ * when the lock was lost (directory-store.ts).
+ */
+export function activityMethods(
+  driver: SqlDriver,
+  heartbeat: (tx: SqlExecutor, importId: number) => Promise<void>,
+): ActivityMethods {
   return {
     applyActivityBatch(importId, rows) {
-      return driver.transaction((tx) => applyBatch(tx, importId, rows));
-    },
-
-    retireActivities(importId) {
       return driver.transaction(async (tx) => {
-        const now = Date.now();
-        const retired = await tx.run(
-          `UPDATE dir_activities SET retired_at = ?
-           WHERE retired_at IS NULL AND last_import < ? AND activity_key <> ?`,
-          [now, importId, NO_ACTIVITY_KEY],
-        );
-        await tx.run(
-          `UPDATE dir_activities SET retired_at = ?
-           WHERE retired_at IS NULL AND last_import < ? AND activity_key = ?`,
-          [now, importId, NO_ACTIVITY_KEY],
-        );
-        return retired;
+        await heartbeat(tx, importId);
+        return applyBatch(tx, importId, rows);
       });
     },
 
@@ -69,6 +62,61 @@ export function activityMethods(driver: SqlDriver): ActivityMethods {
       return rows.map(toActivity);
     },
   };
+}
+
+/**
+ * Retires (marks, never deletes) the activities not seen by import `importId`, in the caller's
+ * transaction (finishImport's, after its lock check). Returns the activities retired (person-only
+ * rows retired too, not counted).
+ */
+export async function retireUnseenActivities(
+  tx: SqlExecutor,
+  importId: number,
+  now: number,
+): Promise<number> {
+  const retired = await tx.run(
+    `UPDATE dir_activities SET retired_at = ?
+     WHERE retired_at IS NULL AND last_import < ? AND activity_key <> ?`,
+    [now, importId, NO_ACTIVITY_KEY],
+  );
+  await tx.run(
+    `UPDATE dir_activities SET retired_at = ?
+     WHERE retired_at IS NULL AND last_import < ? AND activity_key = ?`,
+    [now, importId, NO_ACTIVITY_KEY],
+  );
+  return retired;
+}
+
+/** Live activities (person-only rows not counted) and how many of them import `importId` did not see. */
+export async function liveActivityCounts(
+  tx: SqlExecutor,
+  importId: number,
+): Promise<{ live: number; unseen: number }> {
+  const row = await tx.get(
+    `SELECT COUNT(*) AS live, COALESCE(SUM(CASE WHEN last_import < ? THEN 1 ELSE 0 END), 0) AS unseen
+     FROM dir_activities WHERE retired_at IS NULL AND activity_key <> ?`,
+    [importId, NO_ACTIVITY_KEY],
+  );
+  return { live: Number(row?.live ?? 0), unseen: Number(row?.unseen ?? 0) };
+}
+
+/**
+ * Marks the live activities of these people seen by import `importId`: their line was rejected but
+ * named them, so what they had stays. Returns the activities kept (person-only rows included).
+ */
+export async function keepActivitiesOf(
+  tx: SqlExecutor,
+  importId: number,
+  nationalIds: readonly string[],
+): Promise<number> {
+  let kept = 0;
+  for (const id of nationalIds) {
+    kept += await tx.run(
+      'UPDATE dir_activities SET last_import = ? WHERE national_id = ? AND retired_at IS NULL AND last_import < ?',
+      [importId, id, importId],
+    );
+  }
+  return kept;
 }
 
 /** Ids per `IN (…)` list; lists are padded to this size so that one statement text is prepared. */

@@ -1,6 +1,12 @@
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
-import { activityMethods, type ActivityMethods } from './activity-store.ts';
+import {
+  activityMethods,
+  keepActivitiesOf,
+  liveActivityCounts,
+  retireUnseenActivities,
+  type ActivityMethods,
+} from './activity-store.ts';
 import type { MailboxStore, MailboxType } from './mailbox-store.ts';
 import { MAILBOX_TYPES, normaliseAddress } from './mailbox-store.ts';
 import type {
@@ -91,6 +97,47 @@ export interface ImportRecord {
   summary?: string;
 }
 
+/** What finishImport does besides releasing the lock (DirectoryStore.finishImport). */
+export interface FinishImportOptions {
+  /**
+   * What the import retires of what it did not see: the extract's links, then the mailboxes left
+   * without a live link (`'mailboxes'`, or `true`); the RPPS activities (`'activities'`); nothing
+   * (`false`). Each import retires only its own kind of rows.
+   */
+  retire: boolean | 'mailboxes' | 'activities';
+  /** JSON object of counts; the retirement's counts (and why it was refused) are added to it. */
+  summary: string;
+  /** Lines the import accepted; 0 refuses the retirement (an empty or unreadable file). */
+  acceptedLines?: number;
+  /**
+   * Largest share (0 to 1) of the live links (or activities) one import may retire; default
+   * DEFAULT_MAX_RETIRE_SHARE. More than that is taken for a damaged file: nothing is retired.
+   */
+  maxRetireShare?: number;
+  /** Retire even past maxRetireShare or with no accepted line (the operator checked the file). */
+  forceRetire?: boolean;
+  /**
+   * Rejected extract lines whose address could be read: their live links stay (all links of the
+   * address, or the one at `structureKey`). Marked seen before counting and retiring.
+   */
+  keepLinks?: readonly { address: string; structureKey?: string }[];
+  /** Rejected RPPS lines whose national id could be read: that person's live activities stay. */
+  keepActivitiesOf?: readonly string[];
+}
+
+export interface FinishImportResult {
+  retiredLinks: number;
+  retiredMailboxes: number;
+  retiredActivities: number;
+  /** Live links or activities kept because their line was rejected (keepLinks, keepActivitiesOf). */
+  kept: number;
+  /** Why nothing was retired, when the safeguards refused it. */
+  retireRefused?: string;
+}
+
+/** Default share of the live links or activities one import may retire: 20 %. */
+export const DEFAULT_MAX_RETIRE_SHARE = 0.2;
+
 /** Heartbeat age after which a running import is taken for dead: 10 min (ms). */
 export const IMPORT_STALE_AFTER_MS = 10 * 60 * 1000;
 
@@ -178,13 +225,12 @@ export interface DirectoryStore extends ActivityMethods {
   /** Refreshes the lock's heartbeat; ImportLockError if the lock was taken over as stale. */
   heartbeatImport(importId: number): Promise<void>;
   /**
-   * Retires links not seen by the import, then mailboxes left without a live link, and releases the
-   * lock. ImportLockError (and nothing retired) if the lock was taken over as stale meanwhile.
+   * Releases the lock and, in the same transaction, retires what the import did not see (see
+   * FinishImportOptions: links then mailboxes, or activities), unless that is refused: no accepted
+   * line, or more than `maxRetireShare` of the live rows (the reason is in `retireRefused` and the
+   * import's summary). ImportLockError (and nothing retired) if the lock was taken over as stale.
    */
-  finishImport(
-    importId: number,
-    opts: { retire: boolean; summary: string },
-  ): Promise<{ retiredMailboxes: number; retiredLinks: number }>;
+  finishImport(importId: number, opts: FinishImportOptions): Promise<FinishImportResult>;
   /**
    * Marks a running import failed (its summary says why) and releases the lock; retires nothing.
    * False when the import was no longer running (finished, or taken over as stale).
@@ -228,6 +274,10 @@ async function createDirectoryStore(
     throw new Error(`cannot open the directory: ${(err as Error).message}`, { cause: err });
   }
   const hosted = options.hostedMailboxes;
+  // Addresses in byte order on both back-ends: SQLite compares bytes (BINARY), PostgreSQL would use
+  // the database's collation (e.g. fr_FR ignores punctuation), and "the first mailbox by address"
+  // must not depend on how the database was created.
+  const byteOrder = driver.dialect === 'postgres' ? ' COLLATE "C"' : '';
 
   const linksOf = async (db: SqlExecutor, address: string, includeRetired: boolean) =>
     (
@@ -300,7 +350,7 @@ async function createDirectoryStore(
 
   return {
     backend: driver.dialect,
-    ...activityMethods(driver),
+    ...activityMethods(driver, heartbeat),
     resolveAddress,
 
     async findByNationalId(id) {
@@ -379,11 +429,15 @@ async function createDirectoryStore(
         if (nationalId === null) throw new Error(`invalid national id "${mb.nationalId}"`);
       }
       const displayName = mb.displayName?.trim() || null;
+      // A mailbox the extract lists (a live link) stays the extract's: otherwise an unchanged extract
+      // line would never set it back and the extract could no longer retire it.
       await driver.run(
         `INSERT INTO dir_mailboxes (address, domain, type, source, national_id, display_name, name_norm, hidden, updated_at)
          VALUES (?, ?, ?, 'local', ?, ?, ?, ?, ?)
          ON CONFLICT (address) DO UPDATE SET type = excluded.type, national_id = excluded.national_id,
            display_name = excluded.display_name, name_norm = excluded.name_norm, hidden = excluded.hidden,
+           source = CASE WHEN dir_mailboxes.source = 'extract' AND EXISTS (SELECT 1 FROM dir_mailbox_links l
+             WHERE l.address = dir_mailboxes.address AND l.retired_at IS NULL) THEN 'extract' ELSE 'local' END,
            retired_at = NULL, updated_at = excluded.updated_at`,
         [
           address,
@@ -497,7 +551,7 @@ async function createDirectoryStore(
         // One mailbox per person: a PER mailbox hosted here first, then the first by address.
         const rows = await driver.all(
           `SELECT address FROM dir_mailboxes WHERE national_id = ? AND retired_at IS NULL
-           ORDER BY CASE type WHEN 'PER' THEN 0 ELSE 1 END, address`,
+           ORDER BY CASE type WHEN 'PER' THEN 0 ELSE 1 END, address${byteOrder}`,
           [member.nationalId],
         );
         const addresses = rows.map((r) => String(r.address));
@@ -688,25 +742,64 @@ async function createDirectoryStore(
         const now = Date.now();
         // First: an import whose lock was taken over must not retire what the other one wrote.
         const held = await tx.run(
-          'UPDATE dir_imports SET finished_at = ?, heartbeat_at = ?, summary = ? WHERE id = ? AND finished_at IS NULL',
-          [now, now, opts.summary, importId],
+          'UPDATE dir_imports SET finished_at = ?, heartbeat_at = ? WHERE id = ? AND finished_at IS NULL',
+          [now, now, importId],
         );
         if (held === 0) throw await lostLock(tx, importId);
-        let retiredLinks = 0;
-        let retiredMailboxes = 0;
-        if (opts.retire) {
-          retiredLinks = await tx.run(
-            'UPDATE dir_mailbox_links SET retired_at = ? WHERE retired_at IS NULL AND last_import < ?',
-            [now, importId],
+        const result: FinishImportResult = {
+          retiredLinks: 0,
+          retiredMailboxes: 0,
+          retiredActivities: 0,
+          kept: 0,
+        };
+        const retire = opts.retire === true ? 'mailboxes' : opts.retire;
+        if (retire === 'mailboxes') {
+          for (const k of opts.keepLinks ?? []) {
+            result.kept += await tx.run(
+              `UPDATE dir_mailbox_links SET last_import = ?
+               WHERE address = ? ${k.structureKey === undefined ? '' : 'AND structure_key = ?'}
+                 AND retired_at IS NULL AND last_import < ?`,
+              k.structureKey === undefined
+                ? [importId, k.address, importId]
+                : [importId, k.address, k.structureKey, importId],
+            );
+          }
+          const counts = await tx.get(
+            `SELECT COUNT(*) AS live, COALESCE(SUM(CASE WHEN last_import < ? THEN 1 ELSE 0 END), 0) AS unseen
+             FROM dir_mailbox_links WHERE retired_at IS NULL`,
+            [importId],
           );
-          retiredMailboxes = await tx.run(
-            `UPDATE dir_mailboxes SET retired_at = ?, updated_at = ?
-             WHERE source = 'extract' AND retired_at IS NULL AND NOT EXISTS (
-               SELECT 1 FROM dir_mailbox_links l WHERE l.address = dir_mailboxes.address AND l.retired_at IS NULL)`,
-            [now, now],
+          const refused = refuseRetirement(
+            opts,
+            'mailbox links',
+            Number(counts?.live),
+            Number(counts?.unseen),
           );
+          if (refused !== undefined) result.retireRefused = refused;
+          else {
+            result.retiredLinks = await tx.run(
+              'UPDATE dir_mailbox_links SET retired_at = ? WHERE retired_at IS NULL AND last_import < ?',
+              [now, importId],
+            );
+            result.retiredMailboxes = await tx.run(
+              `UPDATE dir_mailboxes SET retired_at = ?, updated_at = ?
+               WHERE source = 'extract' AND retired_at IS NULL AND NOT EXISTS (
+                 SELECT 1 FROM dir_mailbox_links l WHERE l.address = dir_mailboxes.address AND l.retired_at IS NULL)`,
+              [now, now],
+            );
+          }
+        } else if (retire === 'activities') {
+          result.kept = await keepActivitiesOf(tx, importId, opts.keepActivitiesOf ?? []);
+          const { live, unseen } = await liveActivityCounts(tx, importId);
+          const refused = refuseRetirement(opts, 'activities', live, unseen);
+          if (refused !== undefined) result.retireRefused = refused;
+          else result.retiredActivities = await retireUnseenActivities(tx, importId, now);
         }
-        return { retiredMailboxes, retiredLinks };
+        await tx.run('UPDATE dir_imports SET summary = ? WHERE id = ?', [
+          withRetirement(opts.summary, retire, result),
+          importId,
+        ]);
+        return result;
       });
     },
 
@@ -748,6 +841,62 @@ async function createDirectoryStore(
 // Import of a batch of extract lines
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * Why an import must not retire `unseen` of the `live` rows, or undefined when it may. "Nothing
+ * lost" comes first: a truncated or mangled file would otherwise retire mailboxes, and mail to a
+ * retired mailbox bounces.
+ */
+function refuseRetirement(
+  opts: FinishImportOptions,
+  what: string,
+  live: number,
+  unseen: number,
+): string | undefined {
+  if (opts.forceRetire || unseen === 0) return undefined;
+  if (opts.acceptedLines === 0) {
+    return (
+      `retirement refused: the import accepted no line, so it would retire all ${unseen} live ${what}; ` +
+      'nothing was retired (check the file; force with --force-retire)'
+    );
+  }
+  const max = opts.maxRetireShare ?? DEFAULT_MAX_RETIRE_SHARE;
+  if (unseen > live * max) {
+    const pct = (x: number) => `${Math.round(x * 1000) / 10}%`;
+    return (
+      `retirement refused: the import would retire ${unseen} of ${live} live ${what} (${pct(unseen / live)}), ` +
+      `more than the maximum share ${pct(max)}; its lines were applied, nothing was retired ` +
+      '(check the file; if the change is real, run it again with --force-retire or a higher maxRetireShare)'
+    );
+  }
+  return undefined;
+}
+
+/** The import's summary (a JSON object) with what finishImport retired, kept or refused. */
+function withRetirement(
+  summary: string,
+  retire: false | 'mailboxes' | 'activities',
+  r: FinishImportResult,
+): string {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(summary);
+  } catch {
+    parsed = undefined; // not ours to judge: stored as given
+  }
+  if (retire === false || typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    return summary;
+  const counts =
+    retire === 'mailboxes'
+      ? { retiredLinks: r.retiredLinks, retiredMailboxes: r.retiredMailboxes }
+      : { retiredActivities: r.retiredActivities };
+  return JSON.stringify({
+    ...parsed,
+    ...counts,
+    kept: r.kept,
+    ...(r.retireRefused === undefined ? {} : { retireRefused: r.retireRefused }),
+  });
+}
 
 /** Refreshes the import lock's heartbeat, in the caller's transaction. */
 async function heartbeat(tx: SqlExecutor, importId: number): Promise<void> {
@@ -841,12 +990,17 @@ function batchStatements(dialect: SqlExecutor['dialect']) {
         : `SELECT l.address, l.structure_key, l.row_hash, l.last_import, l.retired_at
            FROM ${unnestTable(LINK_KEY, 'k')}
            JOIN dir_mailbox_links l ON l.address = k.address AND l.structure_key = k.structure_key`,
+    // A line without profession or specialty keeps the stored one, as the RPPS import does: the
+    // RPPS file gave it, and its unchanged line is skipped on its hash, so it would never come back.
     professionals: `${insert('dir_professionals', [now], PROFESSIONAL_BATCH_COLUMNS)}
       ON CONFLICT (national_id) DO UPDATE SET civility = excluded.civility, last_name = excluded.last_name,
         first_name = excluded.first_name, name_norm = excluded.name_norm,
-        profession_code = excluded.profession_code, profession_label = excluded.profession_label,
-        profession_norm = excluded.profession_norm, specialty_code = excluded.specialty_code,
-        specialty_label = excluded.specialty_label, updated_at = excluded.updated_at`,
+        profession_code = COALESCE(excluded.profession_code, dir_professionals.profession_code),
+        profession_label = COALESCE(excluded.profession_label, dir_professionals.profession_label),
+        profession_norm = COALESCE(excluded.profession_norm, dir_professionals.profession_norm),
+        specialty_code = COALESCE(excluded.specialty_code, dir_professionals.specialty_code),
+        specialty_label = COALESCE(excluded.specialty_label, dir_professionals.specialty_label),
+        updated_at = excluded.updated_at`,
     structures: `${insert('dir_structures', [now], STRUCTURE_COLUMNS)}
       ON CONFLICT (key) DO UPDATE SET name = excluded.name, name_norm = excluded.name_norm,
         kind = excluded.kind, updated_at = excluded.updated_at

@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { hash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { BatchResult, DirectoryStore, ExtractRow } from './directory-store.ts';
+import type { BatchResult, DirectoryStore, ExtractRow, FinishImportResult } from './directory-store.ts';
 import type { MailboxType } from './mailbox-store.ts';
 import { normaliseAddress } from './mailbox-store.ts';
 import type { Professional, StructureIdType, StructureKind } from './model.ts';
@@ -49,6 +49,14 @@ export interface ExtractImportOptions {
    * import fails part-way.
    */
   retireMissing?: boolean;
+  /**
+   * Largest share (0 to 1) of the live mailbox links (RPPS: activities) an import may retire; more
+   * is taken for a damaged file and nothing is retired (the lines are still applied). Default 0.2.
+   * An import that accepted no line never retires.
+   */
+  maxRetireShare?: number;
+  /** Retire whatever the share, even with no accepted line (CLI `--force-retire`). */
+  forceRetire?: boolean;
   /** Called after each batch. */
   onProgress?: (progress: ImportProgress) => void;
   /** Rejected and warned lines kept in the report (the counts are always exact); default 1 000. */
@@ -63,6 +71,10 @@ export interface ExtractImportReport {
   updated: number;
   unchanged: number;
   retiredMailboxes: number;
+  /** Live links kept because their line was rejected (its address was readable). */
+  keptLinks: number;
+  /** Why nothing was retired when the safeguards refused it (no accepted line, too large a share). */
+  retireRefused?: string;
   rejectedCount: number;
   rejected: RejectedLine[];
   warningCount: number;
@@ -105,6 +117,7 @@ export async function importExtract(
     updated: 0,
     unchanged: 0,
     retiredMailboxes: 0,
+    keptLinks: 0,
     rejectedCount: 0,
     rejected: [],
     warningCount: 0,
@@ -119,6 +132,11 @@ export async function importExtract(
     report.warningCount++;
     if (report.warnings.length < maxReported) report.warnings.push({ line, reason });
   };
+  /**
+   * Rejected lines whose address could be read, `address|structure key` or `address|*` (any
+   * structure): their live links are kept (finishImport), since the file did not really drop them.
+   */
+  const keep = new Set<string>();
   const read = { bytes: 0 };
   let batch: ExtractRow[] = [];
   const flush = async () => {
@@ -156,11 +174,14 @@ export async function importExtract(
     report.lines++;
     if (!isUtf8(bytes)) {
       reject(lineNo, 'not valid UTF-8');
+      const k = rejectedLineKey(lossy.decode(bytes).split('|'));
+      if (k !== undefined) keep.add(`${k.address}|${k.structureKey ?? '*'}`);
       return undefined;
     }
     const parsed = parseExtractLine(decoder.decode(bytes), lineNo, checkDigit);
     if ('reason' in parsed) {
       reject(lineNo, parsed.reason);
+      if (parsed.keep !== undefined) keep.add(`${parsed.keep.address}|${parsed.keep.structureKey ?? '*'}`);
       return undefined;
     }
     if (parsed.warning !== undefined) warn(lineNo, parsed.warning);
@@ -169,13 +190,23 @@ export async function importExtract(
     return batch.length >= batchSize ? flush() : undefined;
   };
 
-  let finished: { retiredMailboxes: number };
+  let finished: FinishImportResult;
   try {
     await forEachLine(source, read, onLine);
     if (!sawHeader) throw new ExtractImportError('the file is empty: no header line');
     await flush();
     finished = await store.finishImport(importId, {
-      retire: options.retireMissing ?? true,
+      retire: (options.retireMissing ?? true) ? 'mailboxes' : false,
+      acceptedLines: report.lines - report.rejectedCount,
+      keepLinks: [...keep].map((k) => {
+        const bar = k.lastIndexOf('|');
+        const structureKey = k.slice(bar + 1);
+        return structureKey === '*'
+          ? { address: k.slice(0, bar) }
+          : { address: k.slice(0, bar), structureKey };
+      }),
+      ...(options.maxRetireShare === undefined ? {} : { maxRetireShare: options.maxRetireShare }),
+      ...(options.forceRetire === undefined ? {} : { forceRetire: options.forceRetire }),
       summary: JSON.stringify({
         lines: report.lines,
         inserted: report.inserted,
@@ -200,6 +231,8 @@ export async function importExtract(
     throw err;
   }
   report.retiredMailboxes = finished.retiredMailboxes;
+  report.keptLinks = finished.kept;
+  if (finished.retireRefused !== undefined) report.retireRefused = finished.retireRefused;
   report.durationMs = Math.round(performance.now() - started);
   return report;
 }
@@ -328,13 +361,58 @@ export function lineReader(input: AsyncIterable<Uint8Array>): { lines: AsyncIter
 
 const STRUCTURE_ID = /^[0-9A-Za-z]{1,20}$/;
 
-/** Parses one data line; exported for tests. */
+/** Decodes a line that is not valid UTF-8, to read its address all the same. */
+const lossy = new TextDecoder('utf-8');
+
+/** The mailbox link a rejected line still names, when it does (see parseExtractLine). */
+export interface RejectedLineKey {
+  address: string;
+  /** Only when the line has the right columns and a valid structure (or none: ''). */
+  structureKey?: string;
+}
+
+/**
+ * What a rejected line still names: its address when column 2 parses, and its structure when the
+ * columns are where they should be. Its live links then stay: retiring a mailbox because its line
+ * was mangled would make mail to it bounce.
+ */
+function rejectedLineKey(c: readonly string[]): RejectedLineKey | undefined {
+  let address: string;
+  try {
+    address = normaliseAddress(c[1]?.trim() ?? '');
+  } catch {
+    return undefined; // no readable address: nothing to keep
+  }
+  if (address.includes('\uFFFD')) return undefined;
+  if (c.length !== EXTRACT_COLUMNS) return { address };
+  const sType = c[5]!.trim();
+  const sId = c[6]!.trim();
+  if (sType === '' && sId === '') return { address, structureKey: '' };
+  if (/^[0-4]$/.test(sType) && STRUCTURE_ID.test(sId)) return { address, structureKey: `${sType}:${sId}` };
+  return { address };
+}
+
+/**
+ * Parses one data line; exported for tests. A rejected line carries `keep` when it still names a
+ * mailbox (rejectedLineKey).
+ */
 export function parseExtractLine(
   text: string,
   lineNo: number,
   rppsCheckDigit: 'reject' | 'warn' | 'ignore' = 'warn',
-): { row: ExtractRow; warning?: string } | { reason: string } {
+): { row: ExtractRow; warning?: string } | { reason: string; keep?: RejectedLineKey } {
   const c = text.split('|');
+  const r = parseFields(c, lineNo, rppsCheckDigit);
+  if (!('reason' in r)) return r;
+  const keep = rejectedLineKey(c);
+  return keep === undefined ? r : { reason: r.reason, keep };
+}
+
+function parseFields(
+  c: readonly string[],
+  lineNo: number,
+  rppsCheckDigit: 'reject' | 'warn' | 'ignore',
+): { row: ExtractRow; warning?: string } | { reason: string } {
   if (c.length !== EXTRACT_COLUMNS) {
     return { reason: `expected ${EXTRACT_COLUMNS} columns, found ${c.length}` };
   }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, ReadStream, statSync } from 'node:fs';
 import type { ActivityMethods, ActivityRow } from './activity-store.ts';
 import { NO_ACTIVITY_KEY } from './activity-store.ts';
 import type { DirectoryStore } from './directory-store.ts';
@@ -94,6 +94,10 @@ export interface ActivityImportReport {
   updated: number;
   unchanged: number;
   retiredActivities: number;
+  /** Live activities kept because their person's line was rejected (its national id was readable). */
+  keptActivities: number;
+  /** Why nothing was retired when the safeguards refused it (no accepted line, too large a share). */
+  retireRefused?: string;
   rejectedCount: number;
   rejected: RejectedLine[];
   warningCount: number;
@@ -111,7 +115,10 @@ export type ActivityImportTarget = Pick<
   DirectoryStore,
   'beginImport' | 'heartbeatImport' | 'finishImport' | 'failImport'
 > &
-  Pick<ActivityMethods, 'applyActivityBatch' | 'retireActivities'>;
+  Pick<ActivityMethods, 'applyActivityBatch'>;
+
+/** Decodes a line that is not valid UTF-8, to read its national id all the same. */
+const lossy = new TextDecoder('utf-8');
 
 const headerKey = (name: string) => name.normalize('NFC').replace(/[’‘]/g, "'").trim().toLowerCase();
 
@@ -175,15 +182,10 @@ export async function importPersonActivity(
   const maxReported = options.maxReported ?? 1000;
   const checkDigit = options.rppsCheckDigit ?? 'warn';
   const where = typeof source === 'string' ? source : 'the stream';
-  let totalBytes: number | undefined;
-  let input: AsyncIterable<Uint8Array>;
-  if (typeof source === 'string') {
-    totalBytes = statSync(source).size;
-    input = createReadStream(source, { highWaterMark: 1 << 20 });
-  } else input = source;
+  const totalBytes = typeof source === 'string' ? statSync(source).size : undefined;
 
-  // The store's import lock (one import at a time): refreshed after each batch, released by
-  // finishImport or failImport.
+  // The store's import lock (one import at a time): refreshed by each batch, released by
+  // finishImport or failImport. Taken before the file is opened: a refused import opens nothing.
   const importId = await store.beginImport(
     'rpps',
     options.staleLockMs === undefined ? {} : { staleAfterMs: options.staleLockMs },
@@ -195,6 +197,7 @@ export async function importPersonActivity(
     updated: 0,
     unchanged: 0,
     retiredActivities: 0,
+    keptActivities: 0,
     rejectedCount: 0,
     rejected: [],
     warningCount: 0,
@@ -219,7 +222,11 @@ export async function importPersonActivity(
       ...extra,
     });
 
+  /** National ids read from rejected lines: their live activities are kept (finishImport). */
+  const keep = new Set<string>();
+  let input: ReturnType<typeof createReadStream> | AsyncIterable<Uint8Array> | undefined;
   try {
+    input = typeof source === 'string' ? createReadStream(source, { highWaterMark: 1 << 20 }) : source;
     const reader = lineReader(input);
     let batch: ActivityRow[] = [];
     const flush = async () => {
@@ -230,7 +237,6 @@ export async function importPersonActivity(
       report.unchanged += r.unchanged;
       for (const x of r.rejected) reject(x.line, x.reason);
       batch = [];
-      await store.heartbeatImport(importId);
       const progress: ImportProgress = {
         bytes: reader.bytes,
         lines: report.lines,
@@ -241,7 +247,7 @@ export async function importPersonActivity(
     };
 
     let columns: ActivityColumns | undefined;
-    for await (const { lineNo, text } of reader.lines) {
+    for await (const { lineNo, text, bytes } of reader.lines) {
       if (columns === undefined) {
         if (text === undefined) throw new RppsImportError(`${where}: line 1 (the header) is not valid UTF-8`);
         columns = readActivityHeader(text, `${where}: line 1`);
@@ -252,11 +258,14 @@ export async function importPersonActivity(
       report.lines++;
       if (text === undefined) {
         reject(lineNo, 'not valid UTF-8');
+        const id = nationalIdOf(lossy.decode(bytes), columns);
+        if (id !== undefined) keep.add(id);
         continue;
       }
       const parsed = parseActivityLine(text, columns, lineNo, checkDigit);
       if ('reason' in parsed) {
         reject(lineNo, parsed.reason);
+        if (parsed.nationalId !== undefined) keep.add(parsed.nationalId);
         continue;
       }
       if (parsed.warning !== undefined) warn(lineNo, parsed.warning);
@@ -265,14 +274,22 @@ export async function importPersonActivity(
     }
     if (columns === undefined) throw new RppsImportError(`${where} is empty: no header line`);
     await flush();
-    // Only after a complete read: a failed import retires nothing. Activities are retired here and
-    // not by finishImport's `retire`, which is about the mailbox extract's links. The heartbeat
-    // first: an import whose lock was taken over as stale must not retire what the other wrote.
-    if (options.retireMissing ?? true) {
-      await store.heartbeatImport(importId);
-      report.retiredActivities = await store.retireActivities(importId);
-    }
+    // Only after a complete read: a failed import retires nothing. Retired in the transaction that
+    // checks the lock and releases it: an import whose lock was taken over as stale retires nothing.
+    const finished = await store.finishImport(importId, {
+      retire: (options.retireMissing ?? true) ? 'activities' : false,
+      summary: summary(),
+      acceptedLines: report.lines - report.rejectedCount,
+      keepActivitiesOf: [...keep],
+      ...(options.maxRetireShare === undefined ? {} : { maxRetireShare: options.maxRetireShare }),
+      ...(options.forceRetire === undefined ? {} : { forceRetire: options.forceRetire }),
+    });
+    report.retiredActivities = finished.retiredActivities;
+    report.keptActivities = finished.kept;
+    if (finished.retireRefused !== undefined) report.retireRefused = finished.retireRefused;
   } catch (err) {
+    // A file opened and not read to its end: closed here, not left to the garbage collector.
+    if (input instanceof ReadStream) input.destroy();
     try {
       await store.failImport(importId, (err as Error).message);
     } catch (finishErr) {
@@ -282,10 +299,6 @@ export async function importPersonActivity(
     }
     throw err;
   }
-  await store.finishImport(importId, {
-    retire: false,
-    summary: summary({ retiredActivities: report.retiredActivities }),
-  });
   report.durationMs = Math.round(performance.now() - started);
   return report;
 }
@@ -296,6 +309,33 @@ export function parseActivityLine(
   columns: ActivityColumns,
   lineNo: number,
   rppsCheckDigit: 'reject' | 'warn' | 'ignore' = 'warn',
+): { row: ActivityRow; warning?: string } | { reason: string; nationalId?: string } {
+  const r = parseFields(text, columns, lineNo, rppsCheckDigit);
+  if (!('reason' in r)) return r;
+  // A rejected line that still names its person (a valid national id, equal to type + id): what that
+  // person had stays live, since the file did not really drop them.
+  const nationalId = nationalIdOf(text, columns);
+  return nationalId === undefined ? r : { reason: r.reason, nationalId };
+}
+
+/**
+ * The national id of a line when its columns give a valid and consistent one (type 8 + 11-digit
+ * RPPS or 0 + 9-character ADELI, equal to type + id), whatever else is wrong with it.
+ */
+function nationalIdOf(text: string, columns: ActivityColumns): string | undefined {
+  const c = splitFields(text);
+  const at = (f: Field) => c[columns.index[f]]?.trim() ?? '';
+  const idType = at('idType');
+  const id = at('id');
+  const valid = (idType === '8' && RPPS.test(id)) || (idType === '0' && ADELI.test(id));
+  return valid && at('nationalId') === `${idType}${id}` ? `${idType}${id}` : undefined;
+}
+
+function parseFields(
+  text: string,
+  columns: ActivityColumns,
+  lineNo: number,
+  rppsCheckDigit: 'reject' | 'warn' | 'ignore',
 ): { row: ActivityRow; warning?: string } | { reason: string } {
   const c = splitFields(text);
   if (c.length !== columns.count) {

@@ -1,7 +1,6 @@
 import { open, writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
 import type { Config } from '../config/schema.ts';
-import { checkPgpKey, readPgpPublicKey } from '../crypto/openpgp-keys.ts';
 import type { DirectoryStore } from '../directory/directory-store.ts';
 import { ExtractImportError, importExtract, progressBar } from '../directory/extract-import.ts';
 import { KeyFileError, readKeyFile } from '../directory/key-file.ts';
@@ -23,7 +22,7 @@ import { TEAM_KINDS } from '../directory/model.ts';
 import { toNationalId } from '../directory/normalise.ts';
 import { applyTeamFile, readTeamFile, TeamFileError, type TeamFileFormat } from '../directory/team-file.ts';
 import { importWhitelist } from '../directory/whitelist.ts';
-import { openDirectory, StartupError } from './app.ts';
+import { openDirectory, StartupError } from './open-directory.ts';
 import type { DataPaths } from './first-run.ts';
 
 /**
@@ -230,6 +229,10 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
       ]),
     )
     .option('--no-retire', 'do not retire what the file no longer lists')
+    .option(
+      '--force-retire',
+      'retire what the file no longer lists even if that is more than 20% of the live entries, or the file has no accepted line',
+    )
     .addOption(
       new Option('--rpps-check-digit <mode>', 'RPPS Luhn check digit')
         .choices(['warn', 'reject', 'ignore'])
@@ -243,6 +246,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
         opts: {
           format?: ImportFormat;
           retire: boolean;
+          forceRetire?: boolean;
           rppsCheckDigit: 'warn' | 'reject' | 'ignore';
           report?: string;
           json?: boolean;
@@ -262,6 +266,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
           const options = {
             rppsCheckDigit: opts.rppsCheckDigit,
             retireMissing: opts.retire,
+            forceRetire: opts.forceRetire === true,
             onProgress: progressBar(process.stderr),
           };
           let report: Record<string, unknown> & { rejected?: { line: number; reason: string }[] };
@@ -282,6 +287,8 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
                 ? await importExtract(store, file, options)
                 : await importer!(store, file, options);
             if (process.stderr.isTTY) process.stderr.write('\n');
+            // The safeguard kept everything live: said on stderr, whatever the output format.
+            if (r.retireRefused !== undefined) process.stderr.write(`warning: ${r.retireRefused}\n`);
             report = { format, ...r };
             const retired =
               'retiredActivities' in r
@@ -681,6 +688,8 @@ export function registerMailboxKeyCommands(mailbox: Command, ctx: CliContext): v
         });
         if (key.format === 'openpgp') {
           // The crypto layer's rules for encrypting to a key (strength, flags, expiry, revocation).
+          // Loaded on demand: OpenPGP.js is large and only this command needs it.
+          const { checkPgpKey, readPgpPublicKey } = await import('../crypto/openpgp-keys.ts');
           const { status, problem } = await checkPgpKey(await readPgpPublicKey(key.data), 'encrypt');
           if (
             status !== 'trusted' &&
@@ -754,6 +763,7 @@ async function loadRppsImporter(): Promise<
     updated: number;
     unchanged: number;
     retiredActivities: number;
+    retireRefused?: string;
     rejectedCount: number;
     rejected: { line: number; reason: string }[];
     warningCount: number;
