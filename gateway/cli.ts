@@ -14,7 +14,7 @@ import {
   type MailboxStore,
   type MailboxType,
 } from '../directory/mailbox-store.ts';
-import { openDeliveryQueue } from '../queue/delivery-queue.ts';
+import type { DeliveryQueue } from '../queue/delivery-queue.ts';
 import { openSpool } from '../queue/spool.ts';
 import {
   AdminError,
@@ -26,7 +26,7 @@ import {
   retryMessage,
   type MessageStatus,
 } from './admin.ts';
-import { StartupError, startApp } from './app.ts';
+import { StartupError } from './open-directory.ts';
 import { CliError, registerDirectoryCommands, registerMailboxKeyCommands } from './directory-cli.ts';
 import { ensureDataDir, type DataPaths } from './first-run.ts';
 import { createLogger } from './log.ts';
@@ -71,12 +71,11 @@ function formatStatus(m: MessageStatus): string {
 
 async function withQueue<T>(
   config: Config,
-  fn: (ctx: {
-    spool: Awaited<ReturnType<typeof openSpool>>;
-    queue: ReturnType<typeof openDeliveryQueue>;
-  }) => Promise<T>,
+  fn: (ctx: { spool: Awaited<ReturnType<typeof openSpool>>; queue: DeliveryQueue }) => Promise<T>,
 ): Promise<T> {
   const spool = await openSpool(`${config.dataDir}/spool`);
+  // Loaded on demand: directory and mailbox commands do not need BullMQ.
+  const { openDeliveryQueue } = await import('../queue/delivery-queue.ts');
   const queue = openDeliveryQueue({ redisUrl: config.redis.url, prefix: config.redis.prefix });
   try {
     await waitReady(queue);
@@ -86,7 +85,7 @@ async function withQueue<T>(
   }
 }
 
-async function waitReady(queue: ReturnType<typeof openDeliveryQueue>): Promise<void> {
+async function waitReady(queue: DeliveryQueue): Promise<void> {
   for (let i = 0; i < 50 && !queue.isReady(); i++) await new Promise((r) => setTimeout(r, 100));
   if (!queue.isReady()) throw new AdminError('Redis is not reachable (check redis.url); nothing was changed');
 }
@@ -131,6 +130,7 @@ export function buildCli(): Command {
     .description('run the gateway (SMTP listeners and delivery workers)')
     .action(async (_opts, cmd: Command) => {
       const config = configFrom(cmd);
+      const { startApp } = await import('./app.ts');
       const app = await startApp(config);
       const { devMailbox } = app.paths;
       console.error(
