@@ -178,10 +178,12 @@ export async function importExtract(
       if (k !== undefined) keep.add(`${k.address}|${k.structureKey ?? '*'}`);
       return undefined;
     }
-    const parsed = parseExtractLine(decoder.decode(bytes), lineNo, checkDigit);
+    const text = decoder.decode(bytes);
+    const parsed = parseExtractLine(text, lineNo, checkDigit);
     if ('reason' in parsed) {
       reject(lineNo, parsed.reason);
-      if (parsed.keep !== undefined) keep.add(`${parsed.keep.address}|${parsed.keep.structureKey ?? '*'}`);
+      const k = rejectedLineKey(text.split('|'));
+      if (k !== undefined) keep.add(`${k.address}|${k.structureKey ?? '*'}`);
       return undefined;
     }
     if (parsed.warning !== undefined) warn(lineNo, parsed.warning);
@@ -364,8 +366,8 @@ const STRUCTURE_ID = /^[0-9A-Za-z]{1,20}$/;
 /** Decodes a line that is not valid UTF-8, to read its address all the same. */
 const lossy = new TextDecoder('utf-8');
 
-/** The mailbox link a rejected line still names, when it does (see parseExtractLine). */
-export interface RejectedLineKey {
+/** The mailbox link a rejected line still names, when it does. */
+interface RejectedLineKey {
   address: string;
   /** Only when the line has the right columns and a valid structure (or none: ''). */
   structureKey?: string;
@@ -392,27 +394,13 @@ function rejectedLineKey(c: readonly string[]): RejectedLineKey | undefined {
   return { address };
 }
 
-/**
- * Parses one data line; exported for tests. A rejected line carries `keep` when it still names a
- * mailbox (rejectedLineKey).
- */
+/** Parses one data line; exported for tests. */
 export function parseExtractLine(
   text: string,
   lineNo: number,
   rppsCheckDigit: 'reject' | 'warn' | 'ignore' = 'warn',
-): { row: ExtractRow; warning?: string } | { reason: string; keep?: RejectedLineKey } {
-  const c = text.split('|');
-  const r = parseFields(c, lineNo, rppsCheckDigit);
-  if (!('reason' in r)) return r;
-  const keep = rejectedLineKey(c);
-  return keep === undefined ? r : { reason: r.reason, keep };
-}
-
-function parseFields(
-  c: readonly string[],
-  lineNo: number,
-  rppsCheckDigit: 'reject' | 'warn' | 'ignore',
 ): { row: ExtractRow; warning?: string } | { reason: string } {
+  const c = text.split('|');
   if (c.length !== EXTRACT_COLUMNS) {
     return { reason: `expected ${EXTRACT_COLUMNS} columns, found ${c.length}` };
   }

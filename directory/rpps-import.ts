@@ -265,7 +265,9 @@ export async function importPersonActivity(
       const parsed = parseActivityLine(text, columns, lineNo, checkDigit);
       if ('reason' in parsed) {
         reject(lineNo, parsed.reason);
-        if (parsed.nationalId !== undefined) keep.add(parsed.nationalId);
+        // A rejected line that still names its person: what that person had stays live.
+        const id = nationalIdOf(text, columns);
+        if (id !== undefined) keep.add(id);
         continue;
       }
       if (parsed.warning !== undefined) warn(lineNo, parsed.warning);
@@ -309,33 +311,6 @@ export function parseActivityLine(
   columns: ActivityColumns,
   lineNo: number,
   rppsCheckDigit: 'reject' | 'warn' | 'ignore' = 'warn',
-): { row: ActivityRow; warning?: string } | { reason: string; nationalId?: string } {
-  const r = parseFields(text, columns, lineNo, rppsCheckDigit);
-  if (!('reason' in r)) return r;
-  // A rejected line that still names its person (a valid national id, equal to type + id): what that
-  // person had stays live, since the file did not really drop them.
-  const nationalId = nationalIdOf(text, columns);
-  return nationalId === undefined ? r : { reason: r.reason, nationalId };
-}
-
-/**
- * The national id of a line when its columns give a valid and consistent one (type 8 + 11-digit
- * RPPS or 0 + 9-character ADELI, equal to type + id), whatever else is wrong with it.
- */
-function nationalIdOf(text: string, columns: ActivityColumns): string | undefined {
-  const c = splitFields(text);
-  const at = (f: Field) => c[columns.index[f]]?.trim() ?? '';
-  const idType = at('idType');
-  const id = at('id');
-  const valid = (idType === '8' && RPPS.test(id)) || (idType === '0' && ADELI.test(id));
-  return valid && at('nationalId') === `${idType}${id}` ? `${idType}${id}` : undefined;
-}
-
-function parseFields(
-  text: string,
-  columns: ActivityColumns,
-  lineNo: number,
-  rppsCheckDigit: 'reject' | 'warn' | 'ignore',
 ): { row: ActivityRow; warning?: string } | { reason: string } {
   const c = splitFields(text);
   if (c.length !== columns.count) {
@@ -464,4 +439,17 @@ function parseFields(
     .digest('base64');
   const row: ActivityRow = { lineNo, hash, professional: p, activity };
   return warning === undefined ? { row } : { row, warning };
+}
+
+/**
+ * The national id of a line when its columns give a valid and consistent one (type 8 + 11-digit
+ * RPPS or 0 + 9-character ADELI, equal to type + id), whatever else is wrong with it.
+ */
+function nationalIdOf(text: string, columns: ActivityColumns): string | undefined {
+  const c = splitFields(text);
+  const at = (f: Field) => c[columns.index[f]]?.trim() ?? '';
+  const idType = at('idType');
+  const id = at('id');
+  const valid = (idType === '8' && RPPS.test(id)) || (idType === '0' && ADELI.test(id));
+  return valid && at('nationalId') === `${idType}${id}` ? `${idType}${id}` : undefined;
 }

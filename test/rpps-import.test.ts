@@ -234,7 +234,6 @@ describe('PS_LibreAcces_Personne_activite lines', () => {
     });
     expect(parseActivityLine(line(), columns, 2, 'reject')).toEqual({
       reason: 'RPPS 10000000001 (Identifiant PP) fails its Luhn check digit',
-      nationalId: '810000000001', // still names the person: their activities are kept
     });
     expect(parseActivityLine(line(person('10000000009')), columns, 2, 'reject')).not.toHaveProperty('reason');
   });
