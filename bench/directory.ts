@@ -1,7 +1,8 @@
 /**
  * Directory bench: import of a generated Extraction_Correspondance_MSSante (default 535 000 lines,
  * the size of the real daily file), then the same file again (the idempotent path), then lookup
- * latency by address and by national id.
+ * latency by address and by national id, and search latency (name, name + city, profession + city,
+ * structure).
  *
  *   node bench/directory.ts [lines] [--pg]
  *
@@ -121,11 +122,43 @@ try {
   };
   await latency('resolveAddress', addresses, (a) => store.resolveAddress(a.toUpperCase()));
   await latency('findByNationalId', ids, (id) => store.findByNationalId(id));
-  const t = performance.now();
-  const found = await store.search({ name: 'lefevre maelle', city: 'annecy' });
-  console.log(
-    `search (name + city, full scan): ${(performance.now() - t).toFixed(0)} ms, ${found.length} results`,
-  );
+  // Search: a few hundred varied queries of each kind, words from the generator's vocabulary
+  // (gen-directory.mjs), typed in any case and with or without accents.
+  const lastNames = ['martin', 'LEFÈVRE', 'lefevre', "n'diaye", 'garcia', 'Fontaine-Méril', 'roux', 'dubois'];
+  const firstNames = ['maelle', 'Inès', 'zoe', 'raphael', 'jerome', 'Élodie', 'loic', 'marie'];
+  const cities = ['annecy', 'paris', 'lyon', 'carcassonne', 'chateau gontier', '75013', '34800'];
+  const professions = ['infirmier', 'sage femme', 'kinesitherapeute', 'pharmacien', '10', '91'];
+  const structureNames = [
+    'msp des vignes',
+    'centre hospitalier',
+    'cpts sud',
+    'esp val vert',
+    'cabinet medical',
+  ];
+  let n = 0;
+  const pick = <T>(a: readonly T[]): T => a[n++ % a.length]!;
+  const searches: [string, () => Parameters<DirectoryStore['search']>[0]][] = [
+    ['name', () => ({ name: `${pick(lastNames)} ${n % 3 === 0 ? pick(firstNames) : ''}` })],
+    ['name + city', () => ({ name: `${pick(lastNames)} ${pick(firstNames)}`, city: pick(cities) })],
+    ['profession + city', () => ({ profession: pick(professions), city: pick(cities) })],
+    ['structure', () => ({ structure: pick(structureNames) })],
+  ];
+  for (const [label, next] of searches) {
+    const times: number[] = [];
+    let results = 0;
+    for (let i = 0; i < 300; i++) {
+      const q = next();
+      const t = performance.now();
+      results += (await store.search(q)).length;
+      times.push(performance.now() - t);
+    }
+    times.sort((a, b) => a - b);
+    const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]!;
+    console.log(
+      `search ${label}: ${times.length} queries (limit 50), p50 ${q(0.5).toFixed(1)} ms, ` +
+        `p99 ${q(0.99).toFixed(1)} ms, max ${q(1).toFixed(1)} ms, ${(results / times.length).toFixed(0)} results on average`,
+    );
+  }
   console.log(
     `database: ${usePg ? 'postgres' : mb(statSync(file).size)}, counts ${JSON.stringify(await store.counts())}`,
   );

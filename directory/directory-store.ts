@@ -28,7 +28,7 @@ import type {
 import { TEAM_KINDS } from './model.ts';
 import { likeEscape, normaliseText, toNationalId } from './normalise.ts';
 import { openPostgresDriver, type PostgresOptions } from './pg-driver.ts';
-import { migrateDirectory } from './schema.ts';
+import { migrateDirectory, restoreSearchIndex, searchIndexSuspended, suspendSearchIndex } from './schema.ts';
 import {
   openSqliteDriver,
   unnestTable,
@@ -262,6 +262,38 @@ export async function openPostgresDirectory(
 
 const SEARCH_LIMIT = 50;
 const SEARCH_MAX = 500;
+/** Candidates checked per statement by searchByNameIndex. */
+const SEARCH_CHUNK = 500;
+
+/**
+ * SQLite search with a name of words of 3 characters or more: the FTS5 trigram table
+ * (`dir_mailbox_name_search`, schema.ts) gives the mailboxes whose normalised name contains every
+ * such word, a superset of what `name_norm LIKE '%word%'` keeps, in address order; `verify` (the
+ * search's own statement, every condition of the query plus `m.address IN` a JSON array) keeps
+ * the right ones, a chunk of candidates at a time, until `limit` are found. The results are those
+ * of the scan, in the same order: shorter words, profession, city and structure are filtered by
+ * the same LIKEs.
+ */
+async function searchByNameIndex(
+  driver: SqlDriver,
+  verify: string,
+  params: readonly (string | number)[],
+  trigramWords: readonly string[],
+  limit: number,
+): Promise<Row[]> {
+  // Normalised words are letters and digits only: a quoted FTS5 string is each as a substring.
+  const match = trigramWords.map((w) => `"${w}"`).join(' AND ');
+  const candidates = await driver.all(
+    'SELECT address FROM dir_mailbox_name_search WHERE dir_mailbox_name_search MATCH ? ORDER BY address',
+    [match],
+  );
+  const found: Row[] = [];
+  for (let i = 0; i < candidates.length && found.length < limit; i += SEARCH_CHUNK) {
+    const chunk = JSON.stringify(candidates.slice(i, i + SEARCH_CHUNK).map((c) => String(c.address)));
+    found.push(...(await driver.all(`${verify} LIMIT ${limit - found.length}`, [...params, chunk])));
+  }
+  return found;
+}
 
 async function createDirectoryStore(
   driver: SqlDriver,
@@ -272,6 +304,16 @@ async function createDirectoryStore(
   } catch (err) {
     await driver.close();
     throw new Error(`cannot open the directory: ${(err as Error).message}`, { cause: err });
+  }
+  // An import that suspended the search index died: put it back, unless one is still running.
+  if (await searchIndexSuspended(driver)) {
+    await driver.transaction(async (tx) => {
+      const live = await tx.get(
+        'SELECT 1 AS x FROM dir_imports WHERE finished_at IS NULL AND heartbeat_at > ?',
+        [Date.now() - IMPORT_STALE_AFTER_MS],
+      );
+      if (live === undefined) await restoreSearchIndex(tx);
+    });
   }
   const hosted = options.hostedMailboxes;
   // Addresses in byte order on both back-ends: SQLite compares bytes (BINARY), PostgreSQL would use
@@ -402,16 +444,26 @@ async function createDirectoryStore(
       if (!q.includeHidden) where.push('m.hidden = 0');
       if (!q.includeRetired) where.push('m.retired_at IS NULL');
       const limit = Math.min(Math.max(1, Math.trunc(q.limit ?? SEARCH_LIMIT)), SEARCH_MAX);
-      const rows = await driver.all(
+      const select = (extra: string) =>
         `SELECT DISTINCT m.address FROM dir_mailboxes m
          LEFT JOIN dir_professionals p ON p.national_id = m.national_id
          LEFT JOIN dir_mailbox_links l ON l.address = m.address
            ${q.includeRetired ? '' : 'AND l.retired_at IS NULL'}
          LEFT JOIN dir_structures s ON s.key = l.structure_key
-         ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
-         ORDER BY m.address LIMIT ${limit}`,
-        params,
-      );
+         ${where.length > 0 || extra !== '' ? `WHERE ${[...where, ...(extra ? [extra] : [])].join(' AND ')}` : ''}
+         ORDER BY m.address`;
+      // PostgreSQL: the pg_trgm indexes (schema.ts) serve the LIKEs of this one query.
+      const trigramWords = q.name === undefined ? [] : words(q.name).filter((w) => [...w].length >= 3);
+      const rows =
+        driver.dialect === 'sqlite' && trigramWords.length > 0
+          ? await searchByNameIndex(
+              driver,
+              select(`m.address IN (SELECT value FROM json_each(?))`),
+              params,
+              trigramWords,
+              limit,
+            )
+          : await driver.all(`${select('')} LIMIT ${limit}`, params);
       const out: DirectoryMailbox[] = [];
       for (const r of rows) {
         const full = await driver.get(`${MAILBOX_SELECT} WHERE m.address = ?`, [String(r.address)]);
@@ -722,6 +774,7 @@ async function createDirectoryStore(
           'INSERT INTO dir_imports (id, kind, started_at, heartbeat_at, holder) VALUES (?, ?, ?, ?, ?)',
           [id, kind, now, now, holder],
         );
+        if (kind === 'extract-mssante') await suspendSearchIndex(tx);
         return id;
       });
     },
@@ -799,6 +852,7 @@ async function createDirectoryStore(
           withRetirement(opts.summary, retire, result),
           importId,
         ]);
+        await restoreSearchIndex(tx);
         return result;
       });
     },
@@ -809,6 +863,7 @@ async function createDirectoryStore(
         'UPDATE dir_imports SET finished_at = ?, heartbeat_at = ?, summary = ? WHERE id = ? AND finished_at IS NULL',
         [now, now, JSON.stringify({ failed: reason }), importId],
       );
+      await driver.transaction((tx) => restoreSearchIndex(tx));
       return changed > 0;
     },
 

@@ -1,4 +1,7 @@
-import type { SqlDriver } from './sql.ts';
+import type { SqlDriver, SqlExecutor } from './sql.ts';
+
+/** A migration step: SQL run on both engines, or code for what differs by engine. */
+type MigrationStep = string | ((tx: SqlExecutor) => Promise<void>);
 
 /**
  * Directory schema, versioned apart from the hosted-mailbox store (`schema_version`, in
@@ -7,9 +10,10 @@ import type { SqlDriver } from './sql.ts';
  * (`mailboxes` is the hosted-mailbox table).
  *
  * Each entry upgrades the schema by one version; never edit a released entry, append one.
- * `{blob}` and `{int8}` are the only dialect differences.
+ * `{blob}` and `{int8}` are the only dialect differences in SQL steps; what differs more is a
+ * function step.
  */
-const MIGRATIONS: string[][] = [
+const MIGRATIONS: MigrationStep[][] = [
   [
     `CREATE TABLE dir_professionals (
        national_id      TEXT PRIMARY KEY NOT NULL,
@@ -141,7 +145,109 @@ const MIGRATIONS: string[][] = [
     'ALTER TABLE dir_imports ADD COLUMN heartbeat_at {int8}',
     'ALTER TABLE dir_imports ADD COLUMN holder TEXT',
   ],
+  [
+    // Search by name without a scan (directory-store.ts, search): a trigram index on the
+    // normalised names, so that `LIKE '%word%'` (3 characters or more) has an index to use.
+    searchIndexes,
+  ],
 ];
+
+/**
+ * SQLite: an FTS5 trigram table over `dir_mailboxes.name_norm` (rowid = the mailbox's rowid, the
+ * address kept beside it so that candidates come out in address order), kept in sync by triggers
+ * so that every writer of dir_mailboxes (the extract import, local mailboxes) keeps it right.
+ * PostgreSQL: pg_trgm GIN indexes on the normalised columns search filters on; when the extension
+ * cannot be created (the user may not), a warning, and search stays a scan.
+ */
+async function searchIndexes(tx: SqlExecutor): Promise<void> {
+  if (tx.dialect === 'sqlite') {
+    await tx.run(
+      `CREATE VIRTUAL TABLE dir_mailbox_name_search USING fts5(address UNINDEXED, name_norm, tokenize = 'trigram')`,
+    );
+    await tx.run(
+      `INSERT INTO dir_mailbox_name_search (rowid, address, name_norm) SELECT rowid, address, name_norm FROM dir_mailboxes`,
+    );
+    await tx.run(SEARCH_INSERT_TRIGGER);
+    // The import's upsert sets name_norm on every changed line: rewrite the index only when it differs.
+    await tx.run(
+      `CREATE TRIGGER dir_mailbox_name_search_update AFTER UPDATE OF address, name_norm ON dir_mailboxes
+       WHEN old.name_norm IS NOT new.name_norm OR old.address IS NOT new.address BEGIN
+         DELETE FROM dir_mailbox_name_search WHERE rowid = old.rowid;
+         INSERT INTO dir_mailbox_name_search (rowid, address, name_norm) VALUES (new.rowid, new.address, new.name_norm);
+       END`,
+    );
+    await tx.run(
+      `CREATE TRIGGER dir_mailbox_name_search_delete AFTER DELETE ON dir_mailboxes BEGIN
+         DELETE FROM dir_mailbox_name_search WHERE rowid = old.rowid;
+       END`,
+    );
+    return;
+  }
+  // A refused CREATE EXTENSION aborts the transaction: try it under a savepoint.
+  await tx.run('SAVEPOINT dir_pg_trgm');
+  try {
+    await tx.run('CREATE EXTENSION IF NOT EXISTS pg_trgm');
+    await tx.run('RELEASE SAVEPOINT dir_pg_trgm');
+  } catch (err) {
+    await tx.run('ROLLBACK TO SAVEPOINT dir_pg_trgm');
+    process.emitWarning(
+      `directory search: cannot create the pg_trgm extension (${(err as Error).message}); ` +
+        'search by name, city and structure scans the tables. A superuser can run ' +
+        '"CREATE EXTENSION pg_trgm" and the CREATE INDEX statements of docs/directory.md (Queries)',
+      { code: 'COURRIER_DIRECTORY_NO_TRGM' },
+    );
+    return;
+  }
+  // The extension may live in another schema than the directory's (search_path is the latter).
+  const ext = await tx.get(
+    `SELECT n.nspname AS schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_trgm'`,
+  );
+  const ops = `"${String(ext?.schema ?? 'public').replaceAll('"', '""')}".gin_trgm_ops`;
+  await tx.run(`CREATE INDEX dir_mailboxes_name_trgm ON dir_mailboxes USING gin (name_norm ${ops})`);
+  await tx.run(`CREATE INDEX dir_mailbox_links_city_trgm ON dir_mailbox_links USING gin (city_norm ${ops})`);
+  await tx.run(`CREATE INDEX dir_structures_name_trgm ON dir_structures USING gin (name_norm ${ops})`);
+}
+
+const SEARCH_INSERT_TRIGGER = `CREATE TRIGGER IF NOT EXISTS dir_mailbox_name_search_insert
+  AFTER INSERT ON dir_mailboxes BEGIN
+    INSERT INTO dir_mailbox_name_search (rowid, address, name_norm) VALUES (new.rowid, new.address, new.name_norm);
+  END`;
+
+/**
+ * SQLite, first import into an empty directory: the insert trigger would tokenise every new
+ * mailbox one by one (about 16 s more for 535 000 lines); drop it, and restoreSearchIndex fills
+ * the table in one statement at the end (about 1.5 s). Returns whether it was suspended.
+ */
+export async function suspendSearchIndex(tx: SqlExecutor): Promise<boolean> {
+  if (tx.dialect !== 'sqlite') return false;
+  if ((await tx.get('SELECT 1 AS x FROM dir_mailboxes LIMIT 1')) !== undefined) return false;
+  await tx.run('DROP TRIGGER IF EXISTS dir_mailbox_name_search_insert');
+  return true;
+}
+
+/** Whether an import has suspended the SQLite search index (see suspendSearchIndex). */
+export async function searchIndexSuspended(db: SqlExecutor): Promise<boolean> {
+  if (db.dialect !== 'sqlite') return false;
+  const trigger = await db.get(
+    "SELECT 1 AS x FROM sqlite_master WHERE type = 'trigger' AND name = 'dir_mailbox_name_search_insert'",
+  );
+  return trigger === undefined;
+}
+
+/**
+ * Rebuilds the SQLite search table from dir_mailboxes and puts the insert trigger back, when an
+ * import suspended it (at the end of that import, or when the store is opened after it died).
+ */
+export async function restoreSearchIndex(tx: SqlExecutor): Promise<boolean> {
+  if (!(await searchIndexSuspended(tx))) return false;
+  await tx.run('DELETE FROM dir_mailbox_name_search');
+  await tx.run(
+    'INSERT INTO dir_mailbox_name_search (rowid, address, name_norm) SELECT rowid, address, name_norm FROM dir_mailboxes',
+  );
+  await tx.run(SEARCH_INSERT_TRIGGER);
+  return true;
+}
 
 export const DIRECTORY_SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -167,7 +273,10 @@ export async function migrateDirectory(driver: SqlDriver): Promise<void> {
     }
     if (version === MIGRATIONS.length) return;
     for (; version < MIGRATIONS.length; version++) {
-      for (const sql of MIGRATIONS[version]!) await tx.run(dialectSql(sql, driver.dialect));
+      for (const step of MIGRATIONS[version]!) {
+        if (typeof step === 'string') await tx.run(dialectSql(step, driver.dialect));
+        else await step(tx);
+      }
     }
     await tx.run('UPDATE directory_schema_version SET version = ?', [version]);
   });

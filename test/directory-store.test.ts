@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -16,6 +17,8 @@ import {
   type DirectoryStore,
   type MailboxStore,
 } from '../directory/index.ts';
+import type { SearchQuery } from '../directory/model.ts';
+import { likeEscape, normaliseText } from '../directory/normalise.ts';
 
 const SAMPLE = fileURLToPath(
   new URL('../../shared/fixtures/Extraction_Correspondance_MSSante_sample.txt', import.meta.url),
@@ -51,6 +54,8 @@ interface Backend {
   open(hosted?: MailboxStore): Promise<DirectoryStore>;
   /** A JS expression opening the same store in another process (with directory/index.ts imported as d). */
   openInChild(): string;
+  /** Runs a read-only statement (`?` placeholders) on the store's database, beside the store. */
+  query(sql: string, params: (string | number)[]): Promise<Record<string, unknown>[]>;
   cleanup(): Promise<void>;
 }
 
@@ -63,6 +68,14 @@ function sqliteBackend(): Backend {
       return openSqliteDirectory(file, hosted ? { hostedMailboxes: hosted } : {});
     },
     openInChild: () => `d.openSqliteDirectory(${JSON.stringify(file)})`,
+    query(sql, params) {
+      const db = new DatabaseSync(file, { readOnly: true });
+      try {
+        return Promise.resolve(db.prepare(sql).all(...params));
+      } finally {
+        db.close();
+      }
+    },
     cleanup: async () => {
       file = '';
     },
@@ -82,6 +95,21 @@ function postgresBackend(): Backend {
     },
     openInChild: () =>
       `d.openPostgresDirectory(${JSON.stringify({ connectionString: PG_URL, schema, maxConnections: 1 })})`,
+    async query(sql, params) {
+      const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
+      await client.connect();
+      try {
+        let n = 0;
+        return (
+          await client.query(
+            sql.replace(/\?/g, () => `$${++n}`),
+            params,
+          )
+        ).rows;
+      } finally {
+        await client.end();
+      }
+    },
     async cleanup() {
       if (schema === '') return;
       const client = new pg.Client({ connectionString: PG_URL });
@@ -698,5 +726,196 @@ describe.each([sqliteBackend(), postgresBackend()])('import lock on $name', (bac
       forceRetire: true,
     });
     expect(next).toMatchObject({ unchanged: 10, retiredMailboxes: 30 });
+  });
+});
+
+/**
+ * What search means, as the scan it was before the index (every word a LIKE on the normalised
+ * column): the index must give exactly these addresses, in this order.
+ */
+function scanSearch(q: SearchQuery): { sql: string; params: (string | number)[] } {
+  const where: string[] = [];
+  const params: (string | number)[] = [];
+  const words = (s: string) => normaliseText(s).split(' ').filter(Boolean);
+  const like = (column: string, word: string, prefix = false) => {
+    where.push(`${column} LIKE ? ESCAPE '\\'`);
+    params.push(`${prefix ? '' : '%'}${likeEscape(word)}%`);
+  };
+  if (q.name !== undefined) for (const w of words(q.name)) like('m.name_norm', w);
+  if (q.profession !== undefined) for (const w of words(q.profession)) like('p.profession_norm', w);
+  if (q.city !== undefined) {
+    if (/^\d+$/.test(q.city)) like('l.postcode', q.city, true);
+    else for (const w of words(q.city)) like('l.city_norm', w);
+  }
+  if (q.structure !== undefined) for (const w of words(q.structure)) like('s.name_norm', w);
+  if (!q.includeHidden) where.push('m.hidden = 0');
+  if (!q.includeRetired) where.push('m.retired_at IS NULL');
+  return {
+    sql: `SELECT DISTINCT m.address FROM dir_mailboxes m
+      LEFT JOIN dir_professionals p ON p.national_id = m.national_id
+      LEFT JOIN dir_mailbox_links l ON l.address = m.address ${q.includeRetired ? '' : 'AND l.retired_at IS NULL'}
+      LEFT JOIN dir_structures s ON s.key = l.structure_key
+      ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.address LIMIT ${q.limit ?? 50}`,
+    params,
+  };
+}
+
+describe.each([sqliteBackend(), postgresBackend()])('search index on $name', (backend) => {
+  let store: DirectoryStore;
+  beforeEach(async () => {
+    store = await backend.open();
+  });
+  afterEach(async () => {
+    await store.close();
+    await backend.cleanup();
+  });
+
+  it('gives what the scan gives, in the same order, for varied queries', async () => {
+    // 6 000 generated lines: 'mar' (MARTIN, Marie) has more candidates than one chunk (500).
+    await importExtract(store, generate(6000, 7));
+    await store.setHidden((await store.search({ name: 'martin marie' }))[0]!.address, true);
+    const queries: SearchQuery[] = [
+      { name: 'lefevre' },
+      { name: 'LEFÈVRE maëlle', city: 'annecy' },
+      { name: "n'diaye", city: '74000' },
+      { name: 'mar', limit: 500 },
+      { name: 'mar', city: 'paris', limit: 500 },
+      { name: 'mar', profession: 'infirmier', structure: 'vignes', limit: 500 },
+      { name: 'martin marie', includeHidden: true },
+      { name: 'martin marie' },
+      { name: 'ar' }, // shorter than a trigram: the scan
+      { name: 'ro', city: 'lyon' },
+      { name: 'roux z' }, // one word for the index, one short word filtered after
+      { name: 'fontaine-meril', structure: 'cpts sud' },
+      { name: 'secretariat' },
+      { name: 'zzz' },
+      { name: 'garcia', limit: 1 },
+      { profession: 'sage femme', city: 'chateau' },
+      { structure: 'centre hospitalier', limit: 10 },
+    ];
+    for (const q of queries) {
+      const scan = scanSearch(q);
+      const expected = (await backend.query(scan.sql, scan.params)).map((r) => String(r.address));
+      const got = (await store.search(q)).map((m) => m.address);
+      expect({ q, got }).toEqual({ q, got: expected });
+    }
+    // Not vacuous: most of these queries find something.
+    expect((await store.search({ name: 'mar', limit: 500 })).length).toBe(500);
+    expect((await store.search({ name: 'roux z' })).length).toBeGreaterThan(0);
+  });
+
+  it('follows the writes: imports that rename or retire, local mailboxes', async () => {
+    const lines = sampleLines();
+    await importExtract(store, writeExtract('index-v1.txt', lines));
+    expect((await store.search({ name: 'lefevre' })).map((m) => m.address)).toHaveLength(1);
+    const lefevre = lines.findIndex((l) => l.includes('|LEFÈVRE|'));
+    const renamed = lines.map((l, i) => (i === lefevre ? l.replace('|LEFÈVRE|', '|DELACROIX|') : l));
+    await importExtract(store, writeExtract('index-v2.txt', renamed));
+    expect(await store.search({ name: 'lefevre' })).toEqual([]);
+    expect((await store.search({ name: 'delacroix maelle' })).map((m) => m.owner?.lastName)).toEqual([
+      'DELACROIX',
+    ]);
+    // Retired by a complete import without the line: out of search, back with includeRetired.
+    await importExtract(
+      store,
+      writeExtract(
+        'index-v3.txt',
+        renamed.filter((_, i) => i !== lefevre),
+      ),
+    );
+    expect(await store.search({ name: 'delacroix' })).toEqual([]);
+    expect(await store.search({ name: 'delacroix', includeRetired: true })).toHaveLength(1);
+
+    await store.saveLocalMailbox({
+      address: 'Accueil@Cabinet-Xyz.example',
+      type: 'CAB',
+      displayName: 'Cabinet Hébert',
+    });
+    expect((await store.search({ name: 'hebert' })).map((m) => m.address)).toEqual([
+      'accueil@cabinet-xyz.example',
+    ]);
+    await store.saveLocalMailbox({
+      address: 'accueil@cabinet-xyz.example',
+      type: 'CAB',
+      displayName: 'Cabinet Oudin',
+    });
+    expect(await store.search({ name: 'hebert' })).toEqual([]);
+    expect((await store.search({ name: 'oudin' })).map((m) => m.address)).toEqual([
+      'accueil@cabinet-xyz.example',
+    ]);
+  });
+});
+
+describe('SQLite search index during a first import', () => {
+  const hasTrigger = (file: string) => {
+    const db = new DatabaseSync(file, { readOnly: true });
+    try {
+      return (
+        db
+          .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'dir_mailbox_name_search_insert'",
+          )
+          .all().length === 1
+      );
+    } finally {
+      db.close();
+    }
+  };
+
+  it('is filled in bulk at the end of a first import, and follows writes again afterwards', async () => {
+    const file = join(dir, `first-${randomBytes(4).toString('hex')}.sqlite`);
+    const store = await openSqliteDirectory(file);
+    try {
+      const report = await importExtract(store, generate(3000, 5), {
+        onProgress: () => expect(hasTrigger(file)).toBe(false),
+      });
+      expect(report.inserted).toBeGreaterThan(2900);
+      expect(hasTrigger(file)).toBe(true);
+      expect((await store.search({ name: 'lefevre' })).length).toBeGreaterThan(0);
+      await store.saveLocalMailbox({
+        address: 'accueil@msp-bulk.mssante.fr',
+        type: 'ORG',
+        displayName: 'Accueil Zéphyrin',
+      });
+      expect((await store.search({ name: 'zephyrin' })).map((m) => m.address)).toEqual([
+        'accueil@msp-bulk.mssante.fr',
+      ]);
+      // A second import (the directory is no longer empty) keeps the trigger all along.
+      await importExtract(store, generate(3000, 5), {
+        onProgress: () => expect(hasTrigger(file)).toBe(true),
+      });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('is rebuilt when the store is opened after the import that suspended it died', async () => {
+    const file = join(dir, `died-${randomBytes(4).toString('hex')}.sqlite`);
+    let store = await openSqliteDirectory(file);
+    const id = await store.beginImport('extract-mssante');
+    expect(hasTrigger(file)).toBe(false);
+    await store.saveLocalMailbox({
+      address: 'accueil@msp-died.mssante.fr',
+      type: 'ORG',
+      displayName: 'Accueil Zéphyrin',
+    });
+    await store.close();
+    // Opened while the import is alive: left alone.
+    store = await openSqliteDirectory(file);
+    expect(hasTrigger(file)).toBe(false);
+    await store.close();
+    // The importer died: its heartbeat is older than the stale threshold.
+    const db = new DatabaseSync(file);
+    db.prepare('UPDATE dir_imports SET heartbeat_at = 0 WHERE id = ?').run(id);
+    db.close();
+    store = await openSqliteDirectory(file);
+    try {
+      expect(hasTrigger(file)).toBe(true);
+      expect((await store.search({ name: 'zephyrin' })).map((m) => m.address)).toEqual([
+        'accueil@msp-died.mssante.fr',
+      ]);
+    } finally {
+      await store.close();
+    }
   });
 });
