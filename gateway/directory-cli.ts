@@ -1,5 +1,5 @@
 import { open, writeFile } from 'node:fs/promises';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/schema.ts';
 import type { DirectoryStore } from '../directory/directory-store.ts';
 import { ExtractImportError, importExtract, progressBar } from '../directory/extract-import.ts';
@@ -238,7 +238,19 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
         .choices(['warn', 'reject', 'ignore'])
         .default('warn'),
     )
-    .option('--report <file>', 'write the full report (every rejected line) as JSON')
+    .option(
+      '--report <file>',
+      'write the report as JSON: exact counts, and the rejected and warned lines up to --max-reported of each',
+    )
+    .addOption(
+      new Option('--max-reported <n>', 'rejected (and warned) lines kept in the report')
+        .default(10_000)
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('not a whole number');
+          return n;
+        }),
+    )
     .option('--json', 'print the report as JSON')
     .action(
       async (
@@ -248,6 +260,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
           retire: boolean;
           forceRetire?: boolean;
           rppsCheckDigit: 'warn' | 'reject' | 'ignore';
+          maxReported: number;
           report?: string;
           json?: boolean;
         },
@@ -267,6 +280,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
             rppsCheckDigit: opts.rppsCheckDigit,
             retireMissing: opts.retire,
             forceRetire: opts.forceRetire === true,
+            maxReported: opts.maxReported,
             onProgress: progressBar(process.stderr),
           };
           let report: Record<string, unknown> & { rejected?: { line: number; reason: string }[] };
@@ -312,7 +326,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
                 cause: err,
               });
             });
-            summary += `\nfull report: ${opts.report}`;
+            summary += `\nreport: ${opts.report}`;
           }
           jsonOr(opts.json, out, report, () => summary);
         });

@@ -63,14 +63,19 @@ describe('courrier directory', () => {
       /^imported .*Extraction_Correspondance_MSSante_sample\.txt \(extract\): 40 lines, 40 inserted, 0 updated, 0 unchanged, 0 retired mailboxes, 0 rejected, \d+ warnings/,
     );
     const report = join(dir, 'report.json');
-    const again = await courrier('directory', 'import', SAMPLE, '--report', report);
+    const again = await courrier('directory', 'import', SAMPLE, '--report', report, '--max-reported', '2');
     expect(again.stdout).toContain('40 lines, 0 inserted, 0 updated, 40 unchanged');
-    expect(again.stdout).toContain(`full report: ${report}`);
-    expect(JSON.parse(readFileSync(report, 'utf8'))).toMatchObject({
-      format: 'extract',
-      lines: 40,
-      unchanged: 40,
-    });
+    expect(again.stdout).toContain(`report: ${report}`);
+    const written = JSON.parse(readFileSync(report, 'utf8')) as { warningCount: number; warnings: unknown[] };
+    expect(written).toMatchObject({ format: 'extract', lines: 40, unchanged: 40 });
+    // Exact count, lines kept up to --max-reported (the generator's RPPS numbers fail the Luhn check).
+    expect(written.warningCount).toBeGreaterThan(2);
+    expect(written.warnings).toHaveLength(2);
+    const bad = await courrier('directory', 'import', SAMPLE, '--max-reported', 'many');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(
+      "option '--max-reported <n>' argument 'many' is invalid. not a whole number",
+    );
 
     const wl = await courrier('directory', 'import', WHITELIST);
     expect(wl).toMatchObject({ code: 0 });
