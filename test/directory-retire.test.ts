@@ -1,19 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   importExtract,
   importPersonActivity,
   ImportLockError,
-  openPostgresDirectory,
-  openSqliteDirectory,
   type DirectoryStore,
 } from '../directory/index.ts';
+import {
+  directoryBackends,
+  EXTRACT_SAMPLE as SAMPLE,
+  sampleLines,
+  testDir,
+} from './helpers/directory-backends.ts';
 import { activityLine, RPPS_HEADER_LINE, sampleActivity, type RppsColumn } from './helpers/rpps-fixture.ts';
 
 /**
@@ -22,18 +23,7 @@ import { activityLine, RPPS_HEADER_LINE, sampleActivity, type RppsColumn } from 
  * imports keep each other's professional data, and the rest of issue 5's import defects.
  */
 
-const SAMPLE = fileURLToPath(
-  new URL('../../shared/fixtures/Extraction_Correspondance_MSSante_sample.txt', import.meta.url),
-);
-const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'courrier-retire-'));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const sampleLines = () => readFileSync(SAMPLE, 'utf8').trimEnd().split('\n');
+const dir = testDir('courrier-retire-');
 function writeFile(name: string, lines: string[]): string {
   const file = join(dir, `${randomBytes(4).toString('hex')}-${name}`);
   writeFileSync(file, `${lines.join('\n')}\n`);
@@ -66,55 +56,7 @@ function gate() {
 }
 const bytes = (text: string) => new TextEncoder().encode(text);
 
-interface Backend {
-  name: string;
-  open(): Promise<DirectoryStore>;
-  /** SQL on the store's schema from outside the store (PostgreSQL only). */
-  sql?(text: string): Promise<void>;
-  cleanup(): Promise<void>;
-}
-
-function sqliteBackend(): Backend {
-  let file = '';
-  return {
-    name: 'sqlite',
-    open() {
-      file ||= join(dir, `dir-${randomBytes(4).toString('hex')}.sqlite`);
-      return openSqliteDirectory(file);
-    },
-    cleanup: async () => {
-      file = '';
-    },
-  };
-}
-
-function postgresBackend(): Backend {
-  let schema = '';
-  const query = async (text: string) => {
-    const client = new pg.Client({ connectionString: PG_URL });
-    await client.connect();
-    try {
-      await client.query(text);
-    } finally {
-      await client.end();
-    }
-  };
-  return {
-    name: 'postgres',
-    open() {
-      schema ||= `retire_test_${randomBytes(6).toString('hex')}`;
-      return openPostgresDirectory({ connectionString: PG_URL, schema, maxConnections: 2 });
-    },
-    sql: (text) => query(`SET search_path TO ${schema}; ${text}`),
-    async cleanup() {
-      if (schema === '') return;
-      await query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      schema = '';
-    },
-  };
-}
-
-describe.each([sqliteBackend(), postgresBackend()])('import safeguards on $name', (backend) => {
+describe.each(directoryBackends(dir, 'retire_test'))('import safeguards on $name', (backend) => {
   let store: DirectoryStore;
   beforeEach(async () => {
     store = await backend.open();

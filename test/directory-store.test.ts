@@ -1,130 +1,42 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   importExtract,
   importWhitelist,
   openMailboxStore,
-  openPostgresDirectory,
   openSqliteDirectory,
   ImportLockError,
   type DirectoryStore,
-  type MailboxStore,
 } from '../directory/index.ts';
 import type { SearchQuery } from '../directory/model.ts';
 import { likeEscape, normaliseText } from '../directory/normalise.ts';
+import {
+  directoryBackends,
+  EXTRACT_SAMPLE as SAMPLE,
+  generateExtract,
+  sampleLines,
+  testDir,
+  WHITELIST_SAMPLE as WHITELIST,
+  type DirectoryBackend,
+} from './helpers/directory-backends.ts';
 
-const SAMPLE = fileURLToPath(
-  new URL('../../shared/fixtures/Extraction_Correspondance_MSSante_sample.txt', import.meta.url),
-);
-const WHITELIST = fileURLToPath(new URL('../../shared/fixtures/listeblanche_sample.xml', import.meta.url));
-const GENERATOR = fileURLToPath(new URL('../../shared/tools/gen-directory.mjs', import.meta.url));
 const INDEX = fileURLToPath(new URL('../directory/index.ts', import.meta.url));
-const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'courrier-directory-'));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const sampleLines = () => readFileSync(SAMPLE, 'utf8').trimEnd().split('\n');
+const dir = testDir('courrier-directory-');
 function writeExtract(name: string, lines: string[]): string {
   const file = join(dir, name);
   writeFileSync(file, `${lines.join('\n')}\n`);
   return file;
 }
-function generate(n: number, seed: number): string {
-  const file = join(dir, `gen-${n}-${seed}.txt`);
-  writeFileSync(
-    file,
-    execFileSync(process.execPath, [GENERATOR, String(n), String(seed)], { maxBuffer: 64 << 20 }),
-  );
-  return file;
-}
+const generate = (n: number, seed: number) => generateExtract(dir, n, seed);
+const backends = () => directoryBackends(dir, 'dir_test');
 
-interface Backend {
-  name: string;
-  open(hosted?: MailboxStore): Promise<DirectoryStore>;
-  /** A JS expression opening the same store in another process (with directory/index.ts imported as d). */
-  openInChild(): string;
-  /** Runs a read-only statement (`?` placeholders) on the store's database, beside the store. */
-  query(sql: string, params: (string | number)[]): Promise<Record<string, unknown>[]>;
-  cleanup(): Promise<void>;
-}
-
-function sqliteBackend(): Backend {
-  let file = '';
-  return {
-    name: 'sqlite',
-    open(hosted) {
-      file ||= join(dir, `dir-${randomBytes(4).toString('hex')}.sqlite`);
-      return openSqliteDirectory(file, hosted ? { hostedMailboxes: hosted } : {});
-    },
-    openInChild: () => `d.openSqliteDirectory(${JSON.stringify(file)})`,
-    query(sql, params) {
-      const db = new DatabaseSync(file, { readOnly: true });
-      try {
-        return Promise.resolve(db.prepare(sql).all(...params));
-      } finally {
-        db.close();
-      }
-    },
-    cleanup: async () => {
-      file = '';
-    },
-  };
-}
-
-function postgresBackend(): Backend {
-  let schema = '';
-  return {
-    name: 'postgres',
-    open(hosted) {
-      schema ||= `dir_test_${randomBytes(6).toString('hex')}`;
-      return openPostgresDirectory(
-        { connectionString: PG_URL, schema, maxConnections: 2 },
-        hosted ? { hostedMailboxes: hosted } : {},
-      );
-    },
-    openInChild: () =>
-      `d.openPostgresDirectory(${JSON.stringify({ connectionString: PG_URL, schema, maxConnections: 1 })})`,
-    async query(sql, params) {
-      const client = new pg.Client({ connectionString: PG_URL, options: `-c search_path=${schema}` });
-      await client.connect();
-      try {
-        let n = 0;
-        return (
-          await client.query(
-            sql.replace(/\?/g, () => `$${++n}`),
-            params,
-          )
-        ).rows;
-      } finally {
-        await client.end();
-      }
-    },
-    async cleanup() {
-      if (schema === '') return;
-      const client = new pg.Client({ connectionString: PG_URL });
-      await client.connect();
-      try {
-        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      } finally {
-        await client.end();
-      }
-      schema = '';
-    },
-  };
-}
-
-describe.each([sqliteBackend(), postgresBackend()])('directory on $name', (backend) => {
+describe.each(backends())('directory on $name', (backend) => {
   let store: DirectoryStore;
   beforeEach(async () => {
     store = await backend.open();
@@ -620,7 +532,7 @@ describe('directory beside the hosted-mailbox store (one SQLite file)', () => {
  * Runs beginImport in a separate Node process on the same store (at `startAt`, ms since the epoch,
  * once the store is open, so that several children race); resolves with what it printed.
  */
-function beginImportInChild(backend: Backend, kind: string, startAt = 0): Promise<string> {
+function beginImportInChild(backend: DirectoryBackend, kind: string, startAt = 0): Promise<string> {
   const script = `
     import * as d from ${JSON.stringify(INDEX)};
     const store = await ${backend.openInChild()};
@@ -646,7 +558,7 @@ async function* brokenStream(lines: number): AsyncIterable<Uint8Array> {
   throw new Error('connection reset by peer');
 }
 
-describe.each([sqliteBackend(), postgresBackend()])('import lock on $name', (backend) => {
+describe.each(backends())('import lock on $name', (backend) => {
   let store: DirectoryStore;
   beforeEach(async () => {
     store = await backend.open();
@@ -760,7 +672,7 @@ function scanSearch(q: SearchQuery): { sql: string; params: (string | number)[] 
   };
 }
 
-describe.each([sqliteBackend(), postgresBackend()])('search index on $name', (backend) => {
+describe.each(backends())('search index on $name', (backend) => {
   let store: DirectoryStore;
   beforeEach(async () => {
     store = await backend.open();

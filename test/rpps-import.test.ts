@@ -1,21 +1,16 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   importExtract,
   importPersonActivity,
-  openPostgresDirectory,
-  openSqliteDirectory,
   parseActivityLine,
   readActivityHeader,
   RppsImportError,
   type ActivityColumns,
   type DirectoryStore,
 } from '../directory/index.ts';
+import { directoryBackends, EXTRACT_SAMPLE, testDir } from './helpers/directory-backends.ts';
 import {
   activityLine,
   generateActivityLines,
@@ -26,16 +21,7 @@ import {
   type RppsColumn,
 } from './helpers/rpps-fixture.ts';
 
-const EXTRACT_SAMPLE = fileURLToPath(
-  new URL('../../shared/fixtures/Extraction_Correspondance_MSSante_sample.txt', import.meta.url),
-);
-const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'courrier-rpps-'));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = testDir('courrier-rpps-');
 
 function writeLines(name: string, lines: string[], eol = '\n'): string {
   const file = join(dir, name);
@@ -260,48 +246,6 @@ describe('PS_LibreAcces_Personne_activite lines', () => {
 
 // ---------------------------------------------------------------------------------------------
 
-interface Backend {
-  name: string;
-  open(): Promise<DirectoryStore>;
-  cleanup(): Promise<void>;
-}
-
-function sqliteBackend(): Backend {
-  let file = '';
-  return {
-    name: 'sqlite',
-    open() {
-      file ||= join(dir, `dir-${randomBytes(4).toString('hex')}.sqlite`);
-      return openSqliteDirectory(file);
-    },
-    cleanup: async () => {
-      file = '';
-    },
-  };
-}
-
-function postgresBackend(): Backend {
-  let schema = '';
-  return {
-    name: 'postgres',
-    open() {
-      schema ||= `rpps_test_${randomBytes(6).toString('hex')}`;
-      return openPostgresDirectory({ connectionString: PG_URL, schema, maxConnections: 2 });
-    },
-    async cleanup() {
-      if (schema === '') return;
-      const client = new pg.Client({ connectionString: PG_URL });
-      await client.connect();
-      try {
-        await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      } finally {
-        await client.end();
-      }
-      schema = '';
-    },
-  };
-}
-
 /** A small file: A with two activities, B with one, C without activity. */
 const v1Lines = () => [
   line(person('10000000001')),
@@ -338,7 +282,7 @@ async function* chunks(bytes: Uint8Array, size: number, failAfter?: number): Asy
   }
 }
 
-describe.each([sqliteBackend(), postgresBackend()])('RPPS activity import on $name', (backend) => {
+describe.each(directoryBackends(dir, 'rpps_test'))('RPPS activity import on $name', (backend) => {
   let store: DirectoryStore;
   beforeEach(async () => {
     store = await backend.open();

@@ -1,16 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import {
-  importExtract,
-  openPostgresDirectory,
-  openSqliteDirectory,
-  type DirectoryStore,
-} from '../directory/index.ts';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { importExtract, type DirectoryStore } from '../directory/index.ts';
 import {
   applyTeamFile,
   detectTeamFileFormat,
@@ -19,17 +10,9 @@ import {
   TeamFileError,
   type TeamFileProblem,
 } from '../directory/team-file.ts';
+import { directoryBackends, EXTRACT_SAMPLE as SAMPLE, testDir } from './helpers/directory-backends.ts';
 
-const SAMPLE = fileURLToPath(
-  new URL('../../shared/fixtures/Extraction_Correspondance_MSSante_sample.txt', import.meta.url),
-);
-const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-let dir: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'courrier-teams-'));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = testDir('courrier-teams-');
 
 function write(name: string, text: string): string {
   const file = join(dir, name);
@@ -235,40 +218,7 @@ describe('parseTeamFile', () => {
   });
 });
 
-interface Backend {
-  name: string;
-  open(): Promise<DirectoryStore>;
-  cleanup(): Promise<void>;
-}
-
-const backends: Backend[] = [
-  {
-    name: 'sqlite',
-    open: () => openSqliteDirectory(join(dir, `teams-${randomBytes(4).toString('hex')}.sqlite`)),
-    cleanup: async () => undefined,
-  },
-  (() => {
-    let schema = '';
-    return {
-      name: 'postgres',
-      open() {
-        schema = `team_test_${randomBytes(6).toString('hex')}`;
-        return openPostgresDirectory({ connectionString: PG_URL, schema, maxConnections: 2 });
-      },
-      async cleanup() {
-        const client = new pg.Client({ connectionString: PG_URL });
-        await client.connect();
-        try {
-          await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        } finally {
-          await client.end();
-        }
-      },
-    };
-  })(),
-];
-
-describe.each(backends)('applyTeamFile on $name', (backend) => {
+describe.each(directoryBackends(dir, 'team_test'))('applyTeamFile on $name', (backend) => {
   let store: DirectoryStore;
   beforeEach(async () => {
     store = await backend.open();
