@@ -5,8 +5,9 @@ import { open } from 'node:fs/promises';
 import type { BatchResult, DirectoryStore, ExtractRow, FinishImportResult } from './directory-store.ts';
 import type { MailboxType } from './mailbox-store.ts';
 import { normaliseAddress } from './mailbox-store.ts';
-import type { Professional, StructureIdType, StructureKind } from './model.ts';
+import type { Professional, StructureIdType } from './model.ts';
 import { ADELI, luhnValid, RPPS } from './normalise.ts';
+import { guessStructureKind } from './structure-kind.ts';
 
 /**
  * Streaming import of the public `Extraction_Correspondance_MSSante` file (layout in
@@ -466,7 +467,7 @@ export function parseExtractLine(
       idType: sType as StructureIdType,
       identification: sId,
       name,
-      kind: structureKind(sType, name),
+      kind: guessStructureKind(sType, name),
     };
   }
   if (col(8) !== '') row.service = col(8);
@@ -485,17 +486,6 @@ export function parseExtractLine(
   if (col(18) === 'O') row.dematerialisation = true;
   else if (col(18) === 'N') row.dematerialisation = false;
   return warning === undefined ? { row } : { row, warning };
-}
-
-/** A guess from the id type and the name; teams carry their own kind (model.ts). */
-function structureKind(idType: string, name: string): StructureKind {
-  const n = name.toUpperCase();
-  if (/^(MSP|MAISON DE SANTE)\b/.test(n)) return 'msp';
-  if (/^CPTS\b/.test(n)) return 'cpts';
-  if (/^ESP\b/.test(n)) return 'esp';
-  if (/\b(CH|CHU|CHR|CHI|CENTRE HOSPITALIER|HOPITAL|HÔPITAL|CLINIQUE)\b/.test(n)) return 'hospital';
-  if (idType === '0' || idType === '4' || /^CABINET\b/.test(n)) return 'practice';
-  return 'other';
 }
 
 /**

@@ -1,9 +1,8 @@
 import type { StructureKind } from './model.ts';
 
 /**
- * A structure's kind guessed from its id type and its name; teams carry their own kind (model.ts).
- * The same rules as the private `structureKind` of extract-import.ts, here so that the RPPS
- * activity import can use them without touching that file; extract-import.ts may switch to this.
+ * A structure's kind guessed from its id type and its name, for both the extract and the RPPS
+ * activity import; teams carry their own kind (model.ts).
  */
 export function guessStructureKind(idType: string, name: string): StructureKind {
   const n = name.toUpperCase();
