@@ -791,7 +791,7 @@ async function createDirectoryStore(
     },
 
     async finishImport(importId, opts) {
-      return driver.transaction(async (tx) => {
+      const finished = await driver.transaction(async (tx) => {
         const now = Date.now();
         // First: an import whose lock was taken over must not retire what the other one wrote.
         const held = await tx.run(
@@ -855,6 +855,15 @@ async function createDirectoryStore(
         await restoreSearchIndex(tx);
         return result;
       });
+      // Fresh planner statistics: right after a first import PostgreSQL has none (autovacuum comes
+      // later), and then plans a search as nested trigram index scans (over 20 s instead of 0.1 s
+      // on 535 000 mailboxes, measured).
+      if (driver.dialect === 'postgres') {
+        await driver.run(
+          'ANALYZE dir_mailboxes, dir_mailbox_links, dir_professionals, dir_structures, dir_activities',
+        );
+      }
+      return finished;
     },
 
     async failImport(importId, reason) {

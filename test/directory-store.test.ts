@@ -18,6 +18,7 @@ import { likeEscape, normaliseText } from '../directory/normalise.ts';
 import {
   directoryBackends,
   EXTRACT_SAMPLE as SAMPLE,
+  postgresBackend,
   generateExtract,
   sampleLines,
   testDir,
@@ -826,6 +827,27 @@ describe('SQLite search index during a first import', () => {
       expect((await store.search({ name: 'zephyrin' })).map((m) => m.address)).toEqual([
         'accueil@msp-died.mssante.fr',
       ]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('PostgreSQL planner statistics after an import', () => {
+  const backend = postgresBackend('dir_stats');
+  afterEach(() => backend.cleanup());
+
+  it('are fresh (ANALYZE), so that search is not planned on an empty-table estimate', async () => {
+    const store = await backend.open();
+    const estimate = async () =>
+      Number(
+        (await backend.query("SELECT reltuples FROM pg_class WHERE oid = 'dir_mailboxes'::regclass", []))[0]
+          ?.reltuples,
+      );
+    try {
+      expect(await estimate()).toBeLessThanOrEqual(0);
+      await importExtract(store, SAMPLE);
+      expect(await estimate()).toBe(40);
     } finally {
       await store.close();
     }
