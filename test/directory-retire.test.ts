@@ -15,7 +15,7 @@ import {
   sampleLines,
   testDir,
 } from './helpers/directory-backends.ts';
-import { activityLine, RPPS_HEADER_LINE, sampleActivity, type RppsColumn } from './helpers/rpps-fixture.ts';
+import { person, RPPS_HEADER_LINE, sampleLine as rppsLine } from './helpers/rpps-fixture.ts';
 
 /**
  * Safeguards of the directory imports (the reviewer's findings): a taken-over RPPS import writes and
@@ -29,13 +29,6 @@ function writeFile(name: string, lines: string[]): string {
   writeFileSync(file, `${lines.join('\n')}\n`);
   return file;
 }
-type Fields = Partial<Record<RppsColumn, string>>;
-const rppsLine = (overrides: Fields = {}) => activityLine(sampleActivity(overrides));
-const person = (rpps: string, overrides: Fields = {}): Fields => ({
-  'Identifiant PP': rpps,
-  'Identification nationale PP': `8${rpps}`,
-  ...overrides,
-});
 /** A with two activities, B with one. */
 const rppsV1 = () => [
   rppsLine(person('10000000001')),

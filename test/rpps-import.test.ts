@@ -16,9 +16,11 @@ import {
   generateActivityLines,
   RPPS_HEADER,
   RPPS_HEADER_LINE,
+  person,
   sampleActivity,
+  sampleLine as line,
   writeActivityFile,
-  type RppsColumn,
+  type ActivityFields as Fields,
 } from './helpers/rpps-fixture.ts';
 
 const dir = testDir('courrier-rpps-');
@@ -28,14 +30,6 @@ function writeLines(name: string, lines: string[], eol = '\n'): string {
   writeFileSync(file, `${[RPPS_HEADER_LINE, ...lines].join(eol)}${eol}`);
   return file;
 }
-
-type Fields = Partial<Record<RppsColumn, string>>;
-const line = (overrides: Fields = {}) => activityLine(sampleActivity(overrides));
-const person = (rpps: string, overrides: Fields = {}): Fields => ({
-  'Identifiant PP': rpps,
-  'Identification nationale PP': `8${rpps}`,
-  ...overrides,
-});
 
 // ---------------------------------------------------------------------------------------------
 

@@ -76,6 +76,19 @@ export function activityLine(fields: Partial<Record<RppsColumn, string>>): strin
   return `${RPPS_HEADER.map((h) => fields[h] ?? '').join('|')}|`;
 }
 
+/** Column values of one line, by header name. */
+export type ActivityFields = Partial<Record<RppsColumn, string>>;
+
+/** A line of sampleActivity with `overrides`. */
+export const sampleLine = (overrides: ActivityFields = {}): string => activityLine(sampleActivity(overrides));
+
+/** The columns that make the sample line another person's (RPPS, national id = 8 + RPPS). */
+export const person = (rpps: string, overrides: ActivityFields = {}): ActivityFields => ({
+  'Identifiant PP': rpps,
+  'Identification nationale PP': `8${rpps}`,
+  ...overrides,
+});
+
 /** A médecin généraliste at a FINESS site, the base that tests edit. */
 export function sampleActivity(
   overrides: Partial<Record<RppsColumn, string>> = {},
