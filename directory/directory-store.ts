@@ -741,7 +741,7 @@ async function createDirectoryStore(
         // on PostgreSQL (READ COMMITTED) two instances could both see no running import without
         // this lock, held until the transaction ends.
         if (tx.dialect === 'postgres') await tx.run('SELECT pg_advisory_xact_lock(7263551)');
-        const now = Date.now();
+        const now = await lockClock(tx);
         const running = await tx.all(
           'SELECT id, kind, holder, started_at, heartbeat_at FROM dir_imports WHERE finished_at IS NULL ORDER BY id',
         );
@@ -963,9 +963,20 @@ function withRetirement(
 }
 
 /** Refreshes the import lock's heartbeat, in the caller's transaction. */
+/**
+ * The clock of the import lock. On PostgreSQL the database's, not this host's: the heartbeats of
+ * gateway instances on several hosts are compared with each other, and a host whose clock runs
+ * ahead would otherwise take a live import for dead. SQLite is on this host anyway.
+ */
+async function lockClock(tx: SqlExecutor): Promise<number> {
+  if (tx.dialect !== 'postgres') return Date.now();
+  const row = await tx.get('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint AS now');
+  return Number(row?.now);
+}
+
 async function heartbeat(tx: SqlExecutor, importId: number): Promise<void> {
   const held = await tx.run('UPDATE dir_imports SET heartbeat_at = ? WHERE id = ? AND finished_at IS NULL', [
-    Date.now(),
+    await lockClock(tx),
     importId,
   ]);
   if (held === 0) throw await lostLock(tx, importId);

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   importExtract,
   importWhitelist,
@@ -850,6 +850,30 @@ describe('PostgreSQL planner statistics after an import', () => {
       expect(await estimate()).toBe(40);
     } finally {
       await store.close();
+    }
+  });
+});
+
+describe('PostgreSQL import lock clock', () => {
+  const backend = postgresBackend('dir_clock');
+  afterEach(async () => {
+    vi.useRealTimers();
+    await backend.cleanup();
+  });
+
+  it("judges a heartbeat by the database's clock, not by a host whose clock runs ahead", async () => {
+    const a = await backend.open();
+    const b = await backend.open();
+    try {
+      await a.beginImport('extract-mssante');
+      // Another gateway host, its clock one hour ahead: the live import is not stale for all that.
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(Date.now() + 3_600_000);
+      await expect(b.beginImport('extract-mssante')).rejects.toThrow(ImportLockError);
+    } finally {
+      vi.useRealTimers();
+      await a.close();
+      await b.close();
     }
   });
 });
