@@ -13,38 +13,26 @@
  * ENTRYPOINT): started without it, the script runs itself again under it and waits; that run does
  * all the work and reports its own peak RSS (process.resourceUsage().maxRSS, the whole process).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import pg from 'pg';
+import { importExtract, progressBar, type SearchQuery } from '../directory/index.ts';
 import {
-  importExtract,
-  openPostgresDirectory,
-  openSqliteDirectory,
-  progressBar,
-  type DirectoryStore,
-} from '../directory/index.ts';
+  benchArgs,
+  importFigures,
+  mb,
+  openBenchStore,
+  PG_URL,
+  runUnderCliV8Flag,
+} from './directory-bench.ts';
 
-// V8's default young generation grows to 2 × 64 MiB on this machine: alone it took the import
-// over 300 MB RSS. The CLI caps each semi-space at 16 MiB (docs/directory.md, Bench).
-const CLI_V8_FLAG = '--max-semi-space-size=16';
-if (!process.execArgv.includes(CLI_V8_FLAG) && !(process.env.NODE_OPTIONS ?? '').includes(CLI_V8_FLAG)) {
-  const run = spawnSync(
-    process.execPath,
-    [...process.execArgv, CLI_V8_FLAG, fileURLToPath(import.meta.url), ...process.argv.slice(2)],
-    { stdio: 'inherit' },
-  );
-  process.exit(run.status ?? 1);
-}
+runUnderCliV8Flag(import.meta.url);
 
-const lines = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 535_000);
-const usePg = process.argv.includes('--pg');
-const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
+const { lines, usePg } = benchArgs(535_000);
 const generator = new URL('../../shared/tools/gen-directory.mjs', import.meta.url).pathname;
 
 const extract = join(tmpdir(), `courrier-bench-extract-${lines}.txt`);
@@ -55,17 +43,12 @@ if (!existsSync(extract)) {
   closeSync(fd);
   console.error(`generated ${extract} in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 }
-const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
 console.log(
   `extract: ${lines} lines, ${mb(statSync(extract).size)}; node ${process.version} ${process.execArgv.join(' ')}`,
 );
 
-const dir = mkdtempSync(join(tmpdir(), 'courrier-bench-directory-'));
-const file = join(dir, 'directory.sqlite');
-const schema = `dir_bench_${randomBytes(4).toString('hex')}`;
-let store: DirectoryStore = usePg
-  ? await openPostgresDirectory({ connectionString: PG_URL, schema })
-  : await openSqliteDirectory(file);
+const bench = await openBenchStore(usePg);
+const { store, file, schema } = bench;
 
 try {
   for (const label of ['first import', 're-import (unchanged)']) {
@@ -74,9 +57,7 @@ try {
     process.stderr.write('\n');
     const s = (performance.now() - t) / 1000;
     console.log(
-      `${label}: ${s.toFixed(1)} s (${Math.round(report.lines / s)} lines/s), inserted ${report.inserted}, ` +
-        `updated ${report.updated}, unchanged ${report.unchanged}, rejected ${report.rejectedCount}, ` +
-        `peak RSS ${mb(process.resourceUsage().maxRSS * 1024)} (V8 heap now ${mb(v8.getHeapStatistics().total_heap_size)})`,
+      `${importFigures(label, s, report)} (V8 heap now ${mb(v8.getHeapStatistics().total_heap_size)})`,
     );
   }
 
@@ -137,7 +118,7 @@ try {
   ];
   let n = 0;
   const pick = <T>(a: readonly T[]): T => a[n++ % a.length]!;
-  const searches: [string, () => Parameters<DirectoryStore['search']>[0]][] = [
+  const searches: [string, () => SearchQuery][] = [
     ['name', () => ({ name: `${pick(lastNames)} ${n % 3 === 0 ? pick(firstNames) : ''}` })],
     ['name + city', () => ({ name: `${pick(lastNames)} ${pick(firstNames)}`, city: pick(cities) })],
     ['profession + city', () => ({ profession: pick(professions), city: pick(cities) })],
@@ -163,13 +144,5 @@ try {
     `database: ${usePg ? 'postgres' : mb(statSync(file).size)}, counts ${JSON.stringify(await store.counts())}`,
   );
 } finally {
-  await store.close();
-  store = undefined as unknown as DirectoryStore;
-  if (usePg) {
-    const c = new pg.Client({ connectionString: PG_URL });
-    await c.connect();
-    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await c.end();
-  }
-  rmSync(dir, { recursive: true, force: true });
+  await bench.close();
 }

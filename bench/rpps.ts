@@ -8,36 +8,16 @@
  * Runs under the V8 flag of the `courrier` CLI, like bench/directory.ts, and reports the peak RSS
  * of the whole process (process.resourceUsage().maxRSS).
  */
-import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import pg from 'pg';
-import {
-  importPersonActivity,
-  openPostgresDirectory,
-  openSqliteDirectory,
-  progressBar,
-  type DirectoryStore,
-} from '../directory/index.ts';
+import { importPersonActivity, progressBar } from '../directory/index.ts';
+import { benchArgs, importFigures, mb, openBenchStore, runUnderCliV8Flag } from './directory-bench.ts';
 import { writeActivityFile } from '../test/helpers/rpps-fixture.ts';
 
-const CLI_V8_FLAG = '--max-semi-space-size=16';
-if (!process.execArgv.includes(CLI_V8_FLAG) && !(process.env.NODE_OPTIONS ?? '').includes(CLI_V8_FLAG)) {
-  const run = spawnSync(
-    process.execPath,
-    [...process.execArgv, CLI_V8_FLAG, fileURLToPath(import.meta.url), ...process.argv.slice(2)],
-    { stdio: 'inherit' },
-  );
-  process.exit(run.status ?? 1);
-}
+runUnderCliV8Flag(import.meta.url);
 
-const lines = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 500_000);
-const usePg = process.argv.includes('--pg');
-const PG_URL = process.env.COURRIER_TEST_PG ?? 'postgres://postgres@127.0.0.1:5432/test';
-const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+const { lines, usePg } = benchArgs(500_000);
 
 const source = join(tmpdir(), `courrier-bench-rpps-${lines}.txt`);
 if (!existsSync(source)) {
@@ -49,12 +29,8 @@ console.log(
   `PS_LibreAcces_Personne_activite: ${lines} lines, ${mb(statSync(source).size)}; node ${process.version} ${process.execArgv.join(' ')}`,
 );
 
-const dir = mkdtempSync(join(tmpdir(), 'courrier-bench-rpps-'));
-const file = join(dir, 'directory.sqlite');
-const schema = `dir_bench_${randomBytes(4).toString('hex')}`;
-const store: DirectoryStore = usePg
-  ? await openPostgresDirectory({ connectionString: PG_URL, schema })
-  : await openSqliteDirectory(file);
+const bench = await openBenchStore(usePg);
+const { store, file } = bench;
 try {
   for (const label of ['first import', 're-import (unchanged)']) {
     const t = performance.now();
@@ -65,11 +41,7 @@ try {
     });
     process.stderr.write('\n');
     const s = (performance.now() - t) / 1000;
-    console.log(
-      `${label}: ${s.toFixed(1)} s (${Math.round(report.lines / s)} lines/s), inserted ${report.inserted}, ` +
-        `updated ${report.updated}, unchanged ${report.unchanged}, rejected ${report.rejectedCount}, ` +
-        `peak RSS ${mb(process.resourceUsage().maxRSS * 1024)}`,
-    );
+    console.log(importFigures(label, s, report));
   }
   const counts = await store.counts();
   console.log(
@@ -77,12 +49,5 @@ try {
       (usePg ? '' : `; database ${mb(statSync(file).size)}`),
   );
 } finally {
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
-  if (usePg) {
-    const client = new pg.Client({ connectionString: PG_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-    await client.end();
-  }
+  await bench.close();
 }
