@@ -20,7 +20,7 @@ import { createLogger, type Logger } from './log.ts';
 import { startIngress, stopIngress, type Listener } from './smtp-ingress.ts';
 import { openDirectory, StartupError } from './open-directory.ts';
 
-export { openDirectory, StartupError };
+export { StartupError };
 
 /**
  * The composition root: builds every part from the config and hands each what it needs. Tests
@@ -43,8 +43,8 @@ export interface App {
   readonly spool: Spool;
   readonly queue: DeliveryQueue;
   readonly mailboxes: MailboxStore;
-  /** The professional directory (config `directory`), hosted mailboxes marked. */
-  readonly directory: DirectoryStore;
+  /** The professional directory (config `directory`), hosted mailboxes marked; open while the JSON endpoint is on. */
+  readonly directory?: DirectoryStore;
   /** The JSON search endpoint, when `directory.http.enabled`. */
   readonly directoryHttp?: DirectoryHttp;
   readonly listeners: Listener[];
@@ -70,15 +70,17 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     clientKey: fs.readFileSync(paths.tls.clientKeyFile, 'utf8'),
   };
   const mailboxes = openMailboxStore(paths.directoryFile);
-  let directory: DirectoryStore;
-  try {
-    directory = await openDirectory(config, paths, { hostedMailboxes: mailboxes });
-  } catch (err) {
-    mailboxes.close();
-    throw err;
-  }
+  // The directory is opened for its only user in the gateway so far, the JSON endpoint: with the
+  // endpoint off, a directory back-end that is down (PostgreSQL) does not stop mail.
+  let directory: DirectoryStore | undefined;
   let directoryHttp: DirectoryHttp | undefined;
   if (config.directory.http.enabled) {
+    try {
+      directory = await openDirectory(config, paths, { hostedMailboxes: mailboxes });
+    } catch (err) {
+      mailboxes.close();
+      throw err;
+    }
     const { host, port, token } = config.directory.http;
     try {
       // The schema requires the token when enabled.
@@ -210,7 +212,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
       await deliverer.close();
       await queue.close();
       await directoryHttp?.close();
-      await directory.close();
+      await directory?.close();
       mailboxes.close();
       throw new StartupError(
         `cannot start the SMTP listeners: ${err instanceof Error ? err.message : String(err)}`,
@@ -228,7 +230,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
     spool,
     queue,
     mailboxes,
-    directory,
+    ...(directory ? { directory } : {}),
     ...(directoryHttp ? { directoryHttp } : {}),
     listeners,
     port(kind) {
@@ -246,7 +248,7 @@ export async function startApp(config: Config, overrides: AppOverrides = {}): Pr
         await recovering;
         await deliverer.close();
         await queue.close();
-        await directory.close();
+        await directory?.close();
         mailboxes.close();
         logger.info({}, 'stopped');
       })();
