@@ -1,7 +1,8 @@
 import { open, writeFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/schema.ts';
-import type { DirectoryStore } from '../directory/directory-store.ts';
+import { ImportLockError, type DirectoryStore } from '../directory/directory-store.ts';
+import { importPersonActivity, RppsImportError } from '../directory/rpps-import.ts';
 import { ExtractImportError, importExtract, progressBar } from '../directory/extract-import.ts';
 import { KeyFileError, readKeyFile } from '../directory/key-file.ts';
 import {
@@ -84,7 +85,8 @@ function expected(err: unknown): unknown {
     err instanceof ExtractImportError ||
     err instanceof MailboxError ||
     err instanceof StartupError ||
-    (err instanceof Error && (err.name === 'RppsImportError' || err.name === 'ImportLockError'))
+    err instanceof RppsImportError ||
+    err instanceof ImportLockError
   ) {
     return new CliError(err.message, { cause: err });
   }
@@ -274,7 +276,6 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
               `"Type d'identifiant PP|..." (rpps) nor XML (whitelist)); give --format`,
           );
         }
-        const importer = format === 'rpps' ? await loadRppsImporter() : undefined;
         await withDirectory(cmd, async (store) => {
           const options = {
             rppsCheckDigit: opts.rppsCheckDigit,
@@ -299,7 +300,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
             const r =
               format === 'extract'
                 ? await importExtract(store, file, options)
-                : await importer!(store, file, options);
+                : await importPersonActivity(store, file, options);
             if (process.stderr.isTTY) process.stderr.write('\n');
             // The safeguard kept everything live: said on stderr, whatever the output format.
             if (r.retireRefused !== undefined) process.stderr.write(`warning: ${r.retireRefused}\n`);
@@ -704,12 +705,11 @@ export function registerMailboxKeyCommands(mailbox: Command, ctx: CliContext): v
           // The crypto layer's rules for encrypting to a key (strength, flags, expiry, revocation).
           // Loaded on demand: OpenPGP.js is large and only this command needs it.
           const { checkPgpKey, readPgpPublicKey } = await import('../crypto/openpgp-keys.ts');
+          // Validity (expiry, revocation, dates) is already among the key file's warnings: add what
+          // only this layer judges, such as key strength and usage flags.
           const { status, problem } = await checkPgpKey(await readPgpPublicKey(key.data), 'encrypt');
-          if (
-            status !== 'trusted' &&
-            problem !== undefined &&
-            !key.warnings.some((w) => problem.includes(w))
-          ) {
+          const validity: readonly string[] = ['expired', 'revoked', 'not-yet-valid'];
+          if (status !== 'trusted' && problem !== undefined && !validity.includes(status)) {
             key.warnings.push(`cannot be used to encrypt: ${problem}`);
           }
         }
@@ -766,36 +766,3 @@ export function registerMailboxKeyCommands(mailbox: Command, ctx: CliContext): v
  * The PS_LibreAcces_Personne_activite importer (directory/rpps-import.ts) is loaded when asked for,
  * so that the other commands do not depend on it.
  */
-async function loadRppsImporter(): Promise<
-  (
-    store: DirectoryStore,
-    file: string,
-    options: object,
-  ) => Promise<{
-    lines: number;
-    inserted: number;
-    updated: number;
-    unchanged: number;
-    retiredActivities: number;
-    retireRefused?: string;
-    rejectedCount: number;
-    rejected: { line: number; reason: string }[];
-    warningCount: number;
-    durationMs: number;
-  }>
-> {
-  const specifier = '../directory/rpps-import.ts';
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(specifier)) as Record<string, unknown>;
-  } catch (err) {
-    throw new CliError('--format rpps is not available in this build (directory/rpps-import.ts is missing)', {
-      cause: err,
-    });
-  }
-  const fn = mod.importPersonActivity;
-  if (typeof fn !== 'function') {
-    throw new CliError('--format rpps is not available in this build (no importPersonActivity)');
-  }
-  return fn as Awaited<ReturnType<typeof loadRppsImporter>>;
-}
