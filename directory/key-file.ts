@@ -201,10 +201,13 @@ async function readPgpKey(bytes: Uint8Array, now: number): Promise<KeyFileConten
   warnings.push(...validityWarnings(notBefore, notAfter, now));
   if (await key.isRevoked(undefined, undefined, new Date(now)).catch(() => false))
     warnings.push('the key is revoked');
-  try {
-    await key.getEncryptionKey(undefined, new Date(now));
-  } catch (err) {
-    warnings.push(`no usable encryption key (${(err as Error).message})`);
+  // An expired or revoked key has no usable encryption key either: one warning says it.
+  if (warnings.length === 0) {
+    try {
+      await key.getEncryptionKey(undefined, new Date(now));
+    } catch (err) {
+      warnings.push(`no usable encryption key (${(err as Error).message})`);
+    }
   }
   const emails = [
     ...new Set(key.users.map((u) => u.userID?.email.toLowerCase() ?? '').filter((e) => e !== '')),

@@ -373,6 +373,26 @@ describe('courrier mailbox attach|keys|detach', () => {
     expect(d.stderr).toContain(`no key ${list[1]!.fingerprint} for ${ADDRESS}`);
   });
 
+  it('warns once about an expired OpenPGP key (the key file and the crypto layer both see it)', async () => {
+    const pgp = await openpgp.generateKey({
+      type: 'ecc',
+      curve: 'curve25519Legacy',
+      userIDs: [{ email: ADDRESS }],
+      keyExpirationTime: 1,
+      date: new Date(Date.now() - 86_400_000),
+      format: 'armored',
+    });
+    const k = await courrier('mailbox', 'attach', ADDRESS, file('expired.asc', pgp.publicKey));
+    expect(k.code).toBe(0);
+    const warnings = k.stderr.split('\n').filter((l) => l !== '');
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^courrier: warning: expired on \d{4}-/);
+    const keys = JSON.parse((await courrier('mailbox', 'keys', ADDRESS, '--json')).stdout) as {
+      fingerprint: string;
+    }[];
+    for (const key of keys) await courrier('mailbox', 'detach', ADDRESS, key.fingerprint);
+  });
+
   it('refuses a private key and a file that is neither, with exit code 1', async () => {
     const cert = issueCertificate(testPki().ca, { commonName: 'x', usage: 'email', keyType: 'ec-p256' });
     const keyFile = file('private.pem', cert.keyPem);
