@@ -104,9 +104,16 @@ export function parseTeamFile(
 // ---------------------------------------------------------------------------------------------
 // Checks shared by both formats
 
-type Check<T> = { value: T } | { problem: string };
+/** A value checked as team files and the CLI (gateway/directory-cli.ts) check it. */
+export type Check<T> = { value: T } | { problem: string };
 
-function checkId(v: string): Check<string> {
+export function checkStructureKey(v: string): Check<string> {
+  return STRUCTURE_KEY.test(v)
+    ? { value: v }
+    : { problem: `invalid structure key "${v}" (<id type 0-4>:<identification>, e.g. 1:1340000000)` };
+}
+
+export function checkId(v: string): Check<string> {
   return TEAM_ID.test(v)
     ? { value: v }
     : {
@@ -121,7 +128,7 @@ function checkKind(v: string): Check<TeamKind> {
     : { problem: `invalid kind "${v}" (expected ${TEAM_KINDS.join(', ')})` };
 }
 
-function checkAddress(v: string): Check<string> {
+export function checkAddress(v: string): Check<string> {
   try {
     return { value: normaliseAddress(v) };
   } catch (err) {
@@ -129,14 +136,14 @@ function checkAddress(v: string): Check<string> {
   }
 }
 
-function checkNationalId(v: string): Check<string> {
+export function checkNationalId(v: string): Check<string> {
   const id = toNationalId(v);
   return id === undefined
     ? { problem: `invalid national id "${v}" (8 + 11-digit RPPS, 0 + 9-character ADELI, or a bare RPPS)` }
     : { value: id };
 }
 
-function checkProfession(v: string): Check<string> {
+export function checkProfession(v: string): Check<string> {
   return PROFESSION.test(v)
     ? { value: v }
     : { problem: `invalid profession "${v}" (a TRE_G15 code: digits, e.g. 10, 60)` };
@@ -265,14 +272,7 @@ function parseYaml(text: string): { teams: TeamSpec[]; problems: TeamFileProblem
     const kind = take('kind', checkKind, true);
     const name = field('name', true);
     const address = take('address', checkAddress, false);
-    const structure = take(
-      'structure',
-      (v) =>
-        STRUCTURE_KEY.test(v)
-          ? { value: v }
-          : { problem: `invalid structure key "${v}" (<id type 0-4>:<identification>, e.g. 1:1340000000)` },
-      false,
-    );
+    const structure = take('structure', checkStructureKey, false);
     const membersRaw = raw.members ?? [];
     if (!Array.isArray(membersRaw)) {
       c.problem(lineOf([...at, 'members']), 'expected a list of members', `${path}.members`);

@@ -5,12 +5,7 @@ import { ImportLockError, type DirectoryStore } from '../directory/directory-sto
 import { importPersonActivity, RppsImportError } from '../directory/rpps-import.ts';
 import { ExtractImportError, importExtract, progressBar } from '../directory/extract-import.ts';
 import { KeyFileError, readKeyFile } from '../directory/key-file.ts';
-import {
-  MAILBOX_TYPES,
-  MailboxError,
-  normaliseAddress,
-  openMailboxStore,
-} from '../directory/mailbox-store.ts';
+import { MAILBOX_TYPES, MailboxError, openMailboxStore } from '../directory/mailbox-store.ts';
 import type {
   DirectoryMailbox,
   KeyFormat,
@@ -21,7 +16,18 @@ import type {
 } from '../directory/model.ts';
 import { TEAM_KINDS } from '../directory/model.ts';
 import { toNationalId } from '../directory/normalise.ts';
-import { applyTeamFile, readTeamFile, TeamFileError, type TeamFileFormat } from '../directory/team-file.ts';
+import {
+  applyTeamFile,
+  checkAddress,
+  checkId,
+  checkNationalId,
+  checkProfession,
+  checkStructureKey,
+  readTeamFile,
+  TeamFileError,
+  type Check,
+  type TeamFileFormat,
+} from '../directory/team-file.ts';
 import { importWhitelist } from '../directory/whitelist.ts';
 import { openDirectory, StartupError } from './open-directory.ts';
 import type { DataPaths } from './first-run.ts';
@@ -104,23 +110,14 @@ function jsonOr(
   );
 }
 
-function address(a: string): string {
-  try {
-    return normaliseAddress(a);
-  } catch (err) {
-    throw new CliError((err as Error).message, { cause: err });
-  }
+/** The value of a check shared with team files (directory/team-file.ts), or its problem as a CliError. */
+function must<T>(check: Check<T>): T {
+  if ('problem' in check) throw new CliError(check.problem);
+  return check.value;
 }
 
-function nationalId(id: string): string {
-  const n = toNationalId(id);
-  if (n === undefined) {
-    throw new CliError(
-      `invalid national id "${id}" (8 + 11-digit RPPS, 0 + 9-character ADELI, or a bare RPPS)`,
-    );
-  }
-  return n;
-}
+const address = (a: string): string => must(checkAddress(a));
+const nationalId = (id: string): string => must(checkNationalId(id));
 
 const date = (ms: number | undefined) =>
   ms === undefined ? 'none' : new Date(ms).toISOString().slice(0, 10);
@@ -580,12 +577,8 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
         cmd: Command,
       ) =>
         withDirectory(cmd, async (store) => {
-          if (!/^[a-z0-9][a-z0-9._-]*$/.test(id)) {
-            throw new CliError(`invalid team id "${id}" (lower-case letters, digits, . _ -)`);
-          }
-          if (opts.structure !== undefined && !/^[0-4]:\S+$/.test(opts.structure)) {
-            throw new CliError(`invalid structure key "${opts.structure}" (<id type 0-4>:<identification>)`);
-          }
+          must(checkId(id));
+          if (opts.structure !== undefined) must(checkStructureKey(opts.structure));
           const addr = opts.address === undefined ? undefined : address(opts.address);
           if (addr !== undefined) {
             const holder = await store.getTeam(addr);
@@ -621,12 +614,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
         ? { kind: 'professional', nationalId: nationalId(opts.nationalId) }
         : { kind: 'mailbox', address: address(opts.mailbox!) };
     if (opts.role !== undefined) m.role = opts.role;
-    if (opts.profession !== undefined) {
-      if (!/^\d{1,4}$/.test(opts.profession)) {
-        throw new CliError(`invalid --profession "${opts.profession}" (a TRE_G15 code, e.g. 10, 60)`);
-      }
-      m.professionCode = opts.profession;
-    }
+    if (opts.profession !== undefined) m.professionCode = must(checkProfession(opts.profession));
     return m;
   };
 

@@ -284,6 +284,26 @@ describe('courrier team', () => {
     expect((await courrier('team', 'show', 'esp-bad')).code).toBe(1);
   });
 
+  it("refuses a bad team id, structure key or profession with the team files' own messages", async () => {
+    const id = await courrier('team', 'add', 'ESP 1', '--kind', 'ESP', '--name', 'x');
+    expect(id).toMatchObject({ code: 1 });
+    expect(id.stderr).toContain('invalid team id "ESP 1"');
+    const key = await courrier('team', 'add', 'esp-9', '--kind', 'ESP', '--name', 'x', '--structure', '9-1');
+    expect(key).toMatchObject({ code: 1 });
+    expect(key.stderr).toContain('invalid structure key "9-1"');
+    const prof = await courrier(
+      'team',
+      'add-member',
+      'esp-9',
+      '--mailbox',
+      'secretariat@example.mssante.fr',
+      '--profession',
+      'médecin',
+    );
+    expect(prof).toMatchObject({ code: 1 });
+    expect(prof.stderr).toContain('invalid profession "médecin"');
+  });
+
   it('adds a team and members by hand, and removes them', async () => {
     expect((await courrier('team', 'add', 'esp-1', '--kind', 'ESP', '--name', 'ESP Un')).stdout).toBe(
       'created team esp-1 (ESP) ESP Un\n',
