@@ -261,7 +261,8 @@ export async function openPostgresDirectory(
 }
 
 const SEARCH_LIMIT = 50;
-const SEARCH_MAX = 500;
+/** The most results one search returns (the CLI and the JSON endpoint say so). */
+export const SEARCH_MAX = 500;
 /** Candidates checked per statement by searchByNameIndex. */
 const SEARCH_CHUNK = 500;
 
@@ -962,7 +963,8 @@ function withRetirement(
   });
 }
 
-/** Refreshes the import lock's heartbeat, in the caller's transaction. */
+const PG_NOW_MS = '(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint';
+
 /**
  * The clock of the import lock. On PostgreSQL the database's, not this host's: the heartbeats of
  * gateway instances on several hosts are compared with each other, and a host whose clock runs
@@ -970,15 +972,22 @@ function withRetirement(
  */
 async function lockClock(tx: SqlExecutor): Promise<number> {
   if (tx.dialect !== 'postgres') return Date.now();
-  const row = await tx.get('SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint AS now');
+  const row = await tx.get(`SELECT ${PG_NOW_MS} AS now`);
   return Number(row?.now);
 }
 
+/** Refreshes the import lock's heartbeat (lockClock's time), in the caller's transaction. */
 async function heartbeat(tx: SqlExecutor, importId: number): Promise<void> {
-  const held = await tx.run('UPDATE dir_imports SET heartbeat_at = ? WHERE id = ? AND finished_at IS NULL', [
-    await lockClock(tx),
-    importId,
-  ]);
+  const held =
+    tx.dialect === 'postgres'
+      ? await tx.run(
+          `UPDATE dir_imports SET heartbeat_at = ${PG_NOW_MS} WHERE id = ? AND finished_at IS NULL`,
+          [importId],
+        )
+      : await tx.run('UPDATE dir_imports SET heartbeat_at = ? WHERE id = ? AND finished_at IS NULL', [
+          Date.now(),
+          importId,
+        ]);
   if (held === 0) throw await lostLock(tx, importId);
 }
 

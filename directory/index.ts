@@ -11,6 +11,7 @@ export {
 } from './mailbox-store.ts';
 export {
   openSqliteDirectory,
+  SEARCH_MAX,
   openPostgresDirectory,
   ImportLockError,
   IMPORT_STALE_AFTER_MS,

@@ -1,7 +1,7 @@
 import { open, writeFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Config } from '../config/schema.ts';
-import { ImportLockError, type DirectoryStore } from '../directory/directory-store.ts';
+import { ImportLockError, SEARCH_MAX, type DirectoryStore } from '../directory/directory-store.ts';
 import { importPersonActivity, RppsImportError } from '../directory/rpps-import.ts';
 import { ExtractImportError, importExtract, progressBar } from '../directory/extract-import.ts';
 import { KeyFileError, readKeyFile } from '../directory/key-file.ts';
@@ -339,7 +339,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
     .option('--city <words|postcode>', 'city words or postcode prefix')
     .option('--structure <words|key>', 'structure name words or key (1:1340000000)')
     .addOption(new Option('--type <type>', 'mailbox type').choices([...MAILBOX_TYPES]))
-    .option('--limit <n>', 'at most n results (default 50, at most 500)')
+    .option('--limit <n>', `at most n results (default 50, at most ${SEARCH_MAX})`)
     .option('--include-hidden', 'include liste rouge mailboxes')
     .option('--json', 'machine-readable output')
     .action(
@@ -359,7 +359,7 @@ export function registerDirectoryCommands(program: Command, ctx: CliContext): vo
         withDirectory(cmd, async (store) => {
           let limit: number | undefined;
           if (opts.limit !== undefined) {
-            if (!/^\d+$/.test(opts.limit) || Number(opts.limit) < 1 || Number(opts.limit) > 500) {
+            if (!/^\d+$/.test(opts.limit) || Number(opts.limit) < 1 || Number(opts.limit) > SEARCH_MAX) {
               throw new CliError('--limit must be a whole number from 1 to 500');
             }
             limit = Number(opts.limit);

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { DirectoryStore } from '../directory/directory-store.ts';
+import { SEARCH_MAX, type DirectoryStore } from '../directory/directory-store.ts';
 import { MAILBOX_TYPES, type MailboxType } from '../directory/mailbox-store.ts';
 import type { DirectoryMailbox, MailboxKey, SearchQuery } from '../directory/model.ts';
 import { toNationalId } from '../directory/normalise.ts';
@@ -40,7 +40,6 @@ export interface DirectoryHttp {
 const SEARCH_PARAMS = new Set(['name', 'profession', 'city', 'structure', 'type', 'limit']);
 /** Characters; longer criteria are a mistake or an attack, not a search. */
 const MAX_PARAM_LENGTH = 200;
-const MAX_LIMIT = 500;
 
 class HttpProblem extends Error {
   readonly status: number;
@@ -232,8 +231,8 @@ function searchQuery(params: URLSearchParams): SearchQuery {
       );
     }
     if (key === 'limit') {
-      if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > MAX_LIMIT) {
-        throw new HttpProblem(400, 'bad-request', `limit must be a whole number from 1 to ${MAX_LIMIT}`);
+      if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > SEARCH_MAX) {
+        throw new HttpProblem(400, 'bad-request', `limit must be a whole number from 1 to ${SEARCH_MAX}`);
       }
       q.limit = Number(value);
     } else if (key === 'type') {
